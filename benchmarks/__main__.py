@@ -1,0 +1,38 @@
+"""``python -m benchmarks run [--quick] [--only NAME ...]`` and ``python -m benchmarks storage``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.suite import ALL
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="CloudPyPI side by side with pypiserver, devpi-server and nginx")
+    p.add_argument("--quick", action="store_true",
+                   help="for development: 1 repetition, 5 s wrk runs, no 1 GiB wheel")
+    p.add_argument("--only", action="append", default=[], choices=ALL, metavar="NAME",
+                   help=f"run only this server (repeatable): {', '.join(ALL)}")
+    s = sub.add_parser("storage", help="issue 3: peak RSS and upload time per storage backend")
+    s.add_argument("--quick", action="store_true", help="1 repetition, no 1 GiB file")
+    s.add_argument("--only", action="append", default=[], metavar="BACKEND",
+                   help="local, s3 or swift (repeatable)")
+    sub.add_parser("list", help="the names --only accepts")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(ALL))
+        return 0
+    if args.command == "storage":
+        from benchmarks import storage_backends
+
+        return storage_backends.main(quick=args.quick, only=tuple(args.only))
+    from benchmarks import suite
+
+    return suite.main(quick=args.quick, only=tuple(args.only))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The built-in purgers, one module each: ``fastly``, ``cloudfront``, ``varnish``."""

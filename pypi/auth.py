@@ -1,0 +1,131 @@
+"""Users, password hashing (argon2), API tokens and project roles."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from pypi.db import IntegrityError, Tx, utcnow
+
+ROLES = ("owner", "maintainer")
+TOKEN_USERNAME = "__token__"
+TOKEN_PREFIX = "pypi-"
+_USERNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
+#: OWASP's argon2id minimum (19 MiB, 2 passes): a login costs ~20 ms and does
+#: not add argon2's default 64 MiB to the server's memory per concurrent upload.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+#: A hash to verify against when the user does not exist, so that timing
+#: does not tell which usernames exist.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+class AuthError(ValueError):
+    """A user or role could not be created as asked."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """``Authorization: Basic ...`` -> (username, password); None if absent or malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def create_user(tx: Tx, username: str, password: str, email: str = "") -> User:
+    """Add a user; AuthError if the name is invalid or taken, or the password too short."""
+    if not _USERNAME.match(username) or username == TOKEN_USERNAME:
+        raise AuthError(f"invalid username {username!r}: use letters, digits, '.', '_' or '-' (at most 50)")
+    if len(password) < 8:
+        raise AuthError("the password must be at least 8 characters long")
+    try:
+        uid = tx.insert(
+            "INSERT INTO users (username, password_hash, email, created) VALUES (?, ?, ?, ?)",
+            (username, _hasher.hash(password), email, utcnow()),
+        )
+    except IntegrityError:
+        raise AuthError(f"the username {username!r} is already taken") from None
+    return User(uid, username)
+
+
+def set_password(tx: Tx, username: str, password: str) -> None:
+    if len(password) < 8:
+        raise AuthError("the password must be at least 8 characters long")
+    tx.execute("UPDATE users SET password_hash = ? WHERE username = ?", (_hasher.hash(password), username))
+
+
+def find_user(tx: Tx, username: str) -> User | None:
+    row = tx.one("SELECT id, username FROM users WHERE username = ? AND is_active = 1", (username,))
+    return User(row["id"], row["username"]) if row else None
+
+
+def authenticate(tx: Tx, username: str, password: str) -> User | None:
+    """The user these credentials prove, or None. Accepts API tokens as ``__token__``."""
+    if username == TOKEN_USERNAME:
+        return _authenticate_token(tx, password)
+    row = tx.one(
+        "SELECT id, username, password_hash FROM users WHERE username = ? AND is_active = 1",
+        (username,),
+    )
+    try:
+        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return User(row["id"], row["username"]) if row else None
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(tx: Tx, user: User, description: str = "") -> str:
+    """Make an API token for ``user`` and return it; only its hash is kept."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    tx.insert(
+        "INSERT INTO api_tokens (user_id, token_hash, description, created) VALUES (?, ?, ?, ?)",
+        (user.id, _token_hash(token), description, utcnow()),
+    )
+    return token
+
+
+def _authenticate_token(tx: Tx, token: str) -> User | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = tx.one(
+        "SELECT u.id, u.username FROM api_tokens t JOIN users u ON u.id = t.user_id "
+        "WHERE t.token_hash = ? AND u.is_active = 1",
+        (_token_hash(token),),
+    )
+    return User(row["id"], row["username"]) if row else None
+
+
+def role_of(tx: Tx, project_id: int, user: User) -> str | None:
+    row = tx.one("SELECT role FROM roles WHERE project_id = ? AND user_id = ?", (project_id, user.id))
+    return row["role"] if row else None
+
+
+def grant(tx: Tx, project_id: int, user: User, role: str) -> None:
+    """Give ``user`` ``role`` on the project (replacing any role it had)."""
+    if role not in ROLES:
+        raise AuthError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    tx.execute("DELETE FROM roles WHERE project_id = ? AND user_id = ?", (project_id, user.id))
+    tx.execute("INSERT INTO roles (project_id, user_id, role) VALUES (?, ?, ?)", (project_id, user.id, role))

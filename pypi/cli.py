@@ -1,0 +1,50 @@
+"""The ``cloudpypi`` command: one sub-command per module in pypi/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pypi.config import ConfigError
+from pypi.db import DatabaseError
+
+#: Modules in pypi.commands; each has ``register(subparsers)`` that adds its
+#: sub-commands and sets ``func(args) -> int`` on them.
+COMMAND_MODULES = ["serve", "database", "users", "check_config", "purge", "migrate_storage", "fsck", "manage"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudpypi", description="A Python package index on object storage behind a CDN."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"pypi.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"cloudpypi: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"cloudpypi: [database] url: the database failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of ``cloudpypi``; ``common`` holds what they share."""

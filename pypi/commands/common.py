@@ -1,0 +1,57 @@
+"""What every sub-command shares: the --config option and opening the index."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import storage
+from pypi import config as config_mod
+from pypi.config import Config, ConfigError
+from pypi.db import Database, DatabaseError
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config.ini to read (default: $CLOUDPYPI_CONFIG, else built-in defaults: "
+        "SQLite and local files under ./data)",
+    )
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return config_mod.load(getattr(args, "config", None))
+
+
+def open_database(config: Config, *, migrate: bool = True) -> Database:
+    """The database, with its schema brought up to date; exits with a message if unreachable."""
+    db = Database(config.database.url, pool_size=config.server.threads + 4)
+    try:
+        if migrate:
+            db.migrate()
+    except DatabaseError as exc:
+        raise ConfigError(f"[database] url: {config_mod.mask_url(config.database.url)}: {exc}") from None
+    return db
+
+
+def open_storage(config: Config, *, check: bool = True) -> storage.Storage:
+    """The storage backend, checked; a bad setting becomes a ConfigError naming the key."""
+    try:
+        store = storage.from_config(config.storage.options, data_dir=config.data_dir)
+        if check:
+            store.check()
+    except storage.StorageMisconfigured as exc:
+        raise ConfigError(
+            str(exc) if str(exc).startswith("[") else f"[storage] {exc.key or 'backend'}: {exc}"
+        ) from None
+    except storage.StorageUnavailable as exc:
+        raise ConfigError(
+            f"[storage] the {config.storage.backend} backend cannot be reached: {exc}"
+        ) from None
+    return store
+
+
+def fail(message: str) -> int:
+    print(f"cloudpypi: {message}", file=sys.stderr)
+    return 1

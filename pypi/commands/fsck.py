@@ -1,0 +1,57 @@
+"""``cloudpypi fsck``: report what the database and the storage disagree on; repair orphans."""
+
+from __future__ import annotations
+
+import argparse
+
+import storage
+from pypi import fsck as fsck_mod
+from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fsck",
+        help="check that storage holds exactly the objects the database references",
+        description="Report objects the database references that storage lacks (a file, or a "
+        "wheel's .metadata), objects under packages/ that no file references (orphans), and "
+        "size mismatches; with --verify-hashes also read every object and compare its SHA-256. "
+        "Exits 1 when anything is wrong. --repair removes orphans, and only orphans.",
+    )
+    add_config_option(p)
+    p.add_argument("--verify-hashes", action="store_true", help="read every object and check its SHA-256")
+    p.add_argument("--repair", action="store_true", help="remove orphaned objects (nothing else is changed)")
+    p.add_argument(
+        "--min-age",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --repair, keep orphans stored less than this long ago: an upload may be "
+        "about to commit them (default 3600)",
+    )
+    p.add_argument("--jobs", type=int, default=4, metavar="N", help="objects hashed at once (default 4)")
+    p.set_defaults(func=fsck)
+
+
+def fsck(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    db = open_database(config, migrate=False)
+    store = open_storage(config)
+    try:
+        report = fsck_mod.check(
+            db,
+            store,
+            verify_hashes=args.verify_hashes,
+            repair=args.repair,
+            min_age=args.min_age,
+            jobs=max(1, args.jobs),
+        )
+    except storage.StorageError as exc:
+        return fail(f"fsck: cannot list the {config.storage.backend} storage: {exc}")
+    finally:
+        store.close()
+        db.close()
+    for problem in report.problems:
+        print(problem)
+    print(report.summary())
+    return 0 if report.clean else 1

@@ -1,0 +1,254 @@
+"""Database connections, transactions and schema migrations, for SQLite and PostgreSQL.
+
+SQL is written once with ``?`` placeholders; the PostgreSQL side rewrites them.
+Each thread (and, after a fork, each process) gets its own connections.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+SCHEMA_PACKAGE = "pypi.schema"
+_ID = {
+    "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "postgresql": "BIGSERIAL PRIMARY KEY",
+}
+
+
+class DatabaseError(Exception):
+    """The database could not be reached or failed a statement."""
+
+
+class IntegrityError(DatabaseError):
+    """A unique or foreign-key constraint refused the change."""
+
+
+def utcnow() -> str:
+    """The current time as the ISO-8601 UTC text the schema stores."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@functools.lru_cache(maxsize=1024)
+def _pg_sql(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Tx:
+    """One open transaction: run statements, read rows (``row["column"]``)."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self._errors = _error_types(dialect)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.dialect == "postgresql":
+            sql = _pg_sql(sql)
+        cur = self.conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+        except self._errors[0] as exc:
+            raise IntegrityError(str(exc).strip()) from exc
+        except self._errors[1] as exc:
+            raise DatabaseError(str(exc).strip()) from exc
+        return cur
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row, or None."""
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else row[0] if self.dialect == "sqlite" else next(iter(row.values()))
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an INSERT and return the new row's id."""
+        return int(self.scalar(sql + " RETURNING id", params))
+
+
+def _error_types(dialect: str) -> tuple[type[BaseException], type[BaseException]]:
+    if dialect == "sqlite":
+        return sqlite3.IntegrityError, sqlite3.Error
+    import psycopg2
+
+    return psycopg2.IntegrityError, psycopg2.Error
+
+
+class Database:
+    """A database named by URL: ``sqlite:///PATH`` or ``postgresql://user:pw@host:port/db``."""
+
+    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            self.dialect = "sqlite"
+            self.path = url[len("sqlite:///") :]
+        elif url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self.path = ""
+        else:
+            raise DatabaseError("database url must start with sqlite:/// or postgresql://")
+        self.pool_size = pool_size
+        self._local = threading.local()
+        self._pool: Any = None
+        self._pool_pid = 0
+        self._lock = threading.Lock()
+
+    # -- connections ---------------------------------------------------
+    def _sqlite_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _pg_pool(self) -> Any:
+        if self._pool is None or self._pool_pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    import psycopg2.extras
+                    import psycopg2.pool
+
+                    try:
+                        self._pool = psycopg2.pool.ThreadedConnectionPool(
+                            1,
+                            self.pool_size,
+                            self.url,
+                            cursor_factory=psycopg2.extras.RealDictCursor,
+                            connect_timeout=10,
+                        )
+                    except psycopg2.Error as exc:
+                        raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+                    self._pool_pid = os.getpid()
+        return self._pool
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Tx]:
+        """A transaction committed on normal exit and rolled back on an exception.
+
+        ``write=True`` takes SQLite's write lock at the start, so two writers
+        queue instead of failing when one upgrades its read lock.
+        """
+        if self.dialect == "sqlite":
+            conn = self._sqlite_conn()
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield Tx(conn, "sqlite")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise DatabaseError(f"commit failed: {exc}") from exc
+            return
+        pool = self._pg_pool()
+        import psycopg2
+
+        try:
+            conn = pool.getconn()
+        except psycopg2.Error as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+        broken = False
+        try:
+            try:
+                yield Tx(conn, "postgresql")
+            except BaseException:
+                try:
+                    conn.rollback()
+                except psycopg2.Error:
+                    broken = True
+                raise
+            try:
+                conn.commit()
+            except psycopg2.Error as exc:
+                broken = bool(conn.closed)
+                if not broken:
+                    conn.rollback()
+                if isinstance(exc, psycopg2.IntegrityError):
+                    raise IntegrityError(str(exc)) from exc
+                raise DatabaseError(f"commit failed: {_first_line(exc)}") from exc
+        finally:
+            pool.putconn(conn, close=broken or bool(conn.closed))
+
+    def close(self) -> None:
+        """Close this thread's SQLite connection or the PostgreSQL pool."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.closeall()
+            self._pool = None
+
+    # -- schema --------------------------------------------------------
+    def migrations(self) -> list[tuple[int, str, str]]:
+        """Every (number, name, SQL) shipped in pypi/schema, in order."""
+        found = []
+        for entry in resources.files(SCHEMA_PACKAGE).iterdir():
+            m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+            if m:
+                found.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+        return sorted(found)
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet applied; return their numbers. Safe to run concurrently."""
+        applied: list[int] = []
+        with self.transaction(write=True) as tx:
+            if self.dialect == "postgresql":
+                tx.execute("SELECT pg_advisory_xact_lock(7216001)")
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)"
+            )
+            done = {row["version"] for row in tx.all("SELECT version FROM schema_migrations")}
+            for number, name, sql in self.migrations():
+                if number in done:
+                    continue
+                for statement in _statements(sql.replace("{id}", _ID[self.dialect])):
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
+                    (number, name, utcnow()),
+                )
+                applied.append(number)
+        return applied
+
+    def schema_version(self) -> int:
+        with self.transaction() as tx:
+            try:
+                return int(tx.scalar("SELECT MAX(version) FROM schema_migrations") or 0)
+            except DatabaseError:
+                return 0
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

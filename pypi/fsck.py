@@ -1,0 +1,213 @@
+"""Compare what the database references with what the storage holds (``cloudpypi fsck``).
+
+Four kinds of problem are found:
+
+- ``missing``: a file row (or a wheel's ``.metadata``) whose object is not stored;
+- ``orphan``: an object under ``packages/`` that no file row references (an
+  upload whose commit failed, or a delete interrupted between its steps);
+- ``size``: a stored object whose size differs from the database's;
+- ``sha256`` (only when asked to read every object): content whose SHA-256
+  differs from the database's.
+
+Repair removes orphans only; it never touches an object a row references.
+The store is listed before the database is read, and each candidate is
+checked again before it is reported, so an upload that commits while fsck
+runs is not mistaken for a problem; an orphan younger than ``min_age`` is
+reported but kept, since an upload may be about to commit its row.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import storage
+from pypi import packages
+from pypi.db import Database
+from pypi.migration import sha256_of
+from pypi.objects import METADATA_SUFFIX, PACKAGES_PREFIX, StoredObject, file_path_of, referenced
+
+MISSING = "missing"
+ORPHAN = "orphan"
+SIZE = "size"
+SHA256 = "sha256"
+ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    path: str
+    detail: str
+    #: The file the object belongs to (None for an orphan).
+    filename: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind:<8} {self.path}: {self.detail}"
+
+
+@dataclass
+class FsckReport:
+    #: Objects the database references, and objects found under packages/.
+    referenced: int = 0
+    stored: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    #: Orphans removed by repair.
+    removed: list[str] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[Problem]:
+        return [p for p in self.problems if p.kind == kind]
+
+    @property
+    def unresolved(self) -> list[Problem]:
+        """Problems still there after repair (every problem when not repairing)."""
+        gone = set(self.removed)
+        return [p for p in self.problems if not (p.kind == ORPHAN and p.path in gone)]
+
+    @property
+    def clean(self) -> bool:
+        return not self.unresolved
+
+    def summary(self) -> str:
+        counts = ", ".join(
+            f"{len(self.of_kind(kind))} {label}"
+            for kind, label in (
+                (MISSING, "missing"),
+                (ORPHAN, "orphans"),
+                (SIZE, "size mismatches"),
+                (SHA256, "sha256 mismatches"),
+                (ERROR, "unreadable"),
+            )
+        )
+        removed = f"; {len(self.removed)} orphans removed" if self.removed else ""
+        state = "clean" if self.clean else f"{len(self.unresolved)} problems"
+        return (
+            f"fsck: {self.referenced} referenced objects, {self.stored} stored objects: "
+            f"{counts}{removed}; {state}"
+        )
+
+
+def check(
+    db: Database,
+    store: storage.Storage,
+    *,
+    verify_hashes: bool = False,
+    repair: bool = False,
+    min_age: float = 3600.0,
+    jobs: int = 4,
+    now: Callable[[], datetime.datetime] | None = None,
+) -> FsckReport:
+    """Check the store against the database; with ``repair``, remove orphans older than ``min_age`` s.
+
+    Raises storage.StorageError if the store cannot be listed.
+    """
+    now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
+    listed = {info.path: info for info in store.list(PACKAGES_PREFIX)}
+    with db.transaction() as tx:
+        wanted = list(referenced(tx))
+    report = FsckReport(referenced=len(wanted), stored=len(listed))
+
+    to_hash: list[StoredObject] = []
+    for obj in wanted:
+        info = listed.get(obj.path)
+        if info is None:
+            info = _stat(store, obj.path)  # stored after the listing?
+        if info is None:
+            report.problems.append(Problem(MISSING, obj.path, _missing_detail(obj), obj.filename))
+        elif obj.size is not None and info.size != obj.size:
+            report.problems.append(
+                Problem(
+                    SIZE,
+                    obj.path,
+                    f"stored object is {info.size} bytes, the database says {obj.size} ({obj.filename})",
+                    obj.filename,
+                )
+            )
+        elif verify_hashes:
+            to_hash.append(obj)
+
+    if to_hash:
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fsck") as pool:
+            for problem in pool.map(lambda o: _hash_problem(store, o), to_hash):
+                if problem is not None:
+                    report.problems.append(problem)
+
+    known = {obj.path for obj in wanted}
+    orphans = [info for path, info in sorted(listed.items()) if path not in known]
+    orphans = _still_orphans(db, orphans)
+    for info in orphans:
+        detail = f"{info.size} bytes; no file row references it"
+        if repair:
+            age = _age(info, now())
+            if age is not None and age < min_age:
+                detail += (
+                    f"; kept: stored {age:.0f} s ago, an upload may be about to commit it "
+                    f"(orphans younger than {min_age:.0f} s are not removed)"
+                )
+            elif _still_orphans(db, [info]):
+                try:
+                    store.delete(info.path)
+                except storage.StorageError as exc:
+                    detail += f"; could not remove it: {exc}"
+                else:
+                    report.removed.append(info.path)
+                    detail += "; removed"
+        report.problems.append(Problem(ORPHAN, info.path, detail))
+    return report
+
+
+def _missing_detail(obj: StoredObject) -> str:
+    if obj.is_metadata:
+        return f"the METADATA of {obj.filename} is not stored"
+    return f"{obj.filename} is not stored"
+
+
+def _stat(store: storage.Storage, path: str) -> storage.ObjectInfo | None:
+    try:
+        return store.stat(path)
+    except storage.NotFound:
+        return None
+
+
+def _hash_problem(store: storage.Storage, obj: StoredObject) -> Problem | None:
+    try:
+        digest, size = sha256_of(store, obj.path)
+    except storage.NotFound:
+        return Problem(MISSING, obj.path, _missing_detail(obj), obj.filename)
+    except storage.StorageError as exc:
+        return Problem(ERROR, obj.path, f"could not read it: {exc}", obj.filename)
+    if digest != obj.sha256:
+        return Problem(
+            SHA256,
+            obj.path,
+            f"stored content has sha256 {digest} ({size} bytes), the database says {obj.sha256} "
+            f"({obj.filename})",
+            obj.filename,
+        )
+    return None
+
+
+def _still_orphans(db: Database, candidates: list[storage.ObjectInfo]) -> list[storage.ObjectInfo]:
+    """The candidates that no row references now (a row may have been committed since the listing)."""
+    if not candidates:
+        return []
+    left = []
+    with db.transaction() as tx:
+        for info in candidates:
+            row = packages.file_by_path(tx, file_path_of(info.path))
+            if row is None:
+                left.append(info)
+            elif info.path.endswith(METADATA_SUFFIX) and not row["metadata_sha256"]:
+                left.append(info)
+    return left
+
+
+def _age(info: storage.ObjectInfo, now: datetime.datetime) -> float | None:
+    if info.last_modified is None:
+        return None
+    modified = info.last_modified
+    if modified.tzinfo is None:
+        modified = modified.replace(tzinfo=datetime.timezone.utc)
+    return (now - modified).total_seconds()

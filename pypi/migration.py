@@ -1,0 +1,421 @@
+"""Copy the objects the database references from one storage backend to another.
+
+The engine behind ``cloudpypi migrate-storage``; it knows nothing of the
+command line. Each object is:
+
+- skipped when the target already holds it with the expected size (and, with
+  ``verify``, the expected SHA-256, read back from the target), so a migration
+  can be interrupted and run again. The target is listed once up front (one
+  request per page instead of one per object); an object the listing shows
+  with another size is looked at again with ``stat`` before it is recopied;
+- otherwise read from the source while its SHA-256 is computed, into a spool
+  (memory up to a few MiB, then a temporary file), and stored in the target
+  only when the digest and size match the database: a damaged source object
+  is never copied;
+- retried with exponential backoff when a step fails, and reported by name
+  when every attempt failed. Nothing is skipped silently.
+
+Objects are stored with the content type and metadata the upload pipeline
+gives them (``pypi.objects``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
+
+import storage
+from pypi.objects import PACKAGES_PREFIX, StoredObject
+
+CHUNK = 1024 * 1024
+#: An object up to this size is spooled in memory; a larger one in a temporary file.
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+
+class CorruptObject(Exception):
+    """What was read does not match the database (size or SHA-256)."""
+
+
+class Outcome(enum.Enum):
+    COPIED = "copied"
+    SKIPPED = "skipped"
+    #: A dry run found that the object would be copied.
+    PLANNED = "would copy"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An object that could not be copied, and why."""
+
+    path: str
+    filename: str
+    error: str
+    attempts: int
+
+
+@dataclass
+class MigrationResult:
+    total: int = 0
+    copied: int = 0
+    skipped: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    #: Bytes copied (for a dry run: bytes that would be copied, where known).
+    bytes: int = 0
+    seconds: float = 0.0
+    #: For a dry run: the objects that would be copied.
+    planned: list[StoredObject] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self, *, dry_run: bool = False) -> str:
+        if dry_run:
+            return (
+                f"dry run: {len(self.planned)} of {self.total} objects would be copied "
+                f"({_human(self.bytes)} known), {self.skipped} already there, "
+                f"{len(self.failed)} failed, in {self.seconds:.1f} s"
+            )
+        rate = self.bytes / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"of {self.total} objects; {self.bytes} bytes ({_human(self.bytes)}) "
+            f"in {self.seconds:.1f} s ({_human(rate)}/s)"
+        )
+
+
+@dataclass(frozen=True)
+class _Done:
+    obj: StoredObject
+    outcome: Outcome
+    nbytes: int = 0
+    failure: Failure | None = None
+
+
+class Progress:
+    """Progress on a stream: one line redrawn with ``\\r`` on a terminal, else a line every ``interval`` s."""
+
+    def __init__(
+        self,
+        total: int,
+        stream: TextIO | None = None,
+        *,
+        tty: bool | None = None,
+        interval: float = 10.0,
+        label: str = "migrate-storage",
+    ) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.interval = 0.1 if self.tty else interval
+        self.label = label
+        self.counts = {o: 0 for o in Outcome}
+        self.bytes = 0
+        self.started = time.monotonic()
+        self._last = self.started
+        self._lock = threading.Lock()
+        self._width = 0
+
+    def update(self, outcome: Outcome, nbytes: int = 0) -> None:
+        with self._lock:
+            self.counts[outcome] += 1
+            self.bytes += nbytes
+            now = time.monotonic()
+            if now - self._last >= self.interval:
+                self._last = now
+                self._draw(now)
+
+    def note(self, message: str) -> None:
+        """Print a line (a failure) without garbling the progress line."""
+        with self._lock:
+            if self.tty and self._width:
+                self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.write(message + "\n")
+            self._width = 0
+            self.stream.flush()
+
+    def finish(self) -> None:
+        with self._lock:
+            self._draw(time.monotonic())
+            if self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+            self._width = 0
+
+    def _line(self, now: float) -> str:
+        done = sum(self.counts.values())
+        elapsed = max(now - self.started, 1e-9)
+        parts = [f"{done}/{self.total}"]
+        for outcome in Outcome:
+            if self.counts[outcome]:
+                parts.append(f"{outcome.value} {self.counts[outcome]}")
+        parts.append(f"{_human(self.bytes)} ({_human(self.bytes / elapsed)}/s)")
+        text = ", ".join(parts)
+        if not self.tty:
+            return f"{self.label}: {text}"
+        width = 24
+        filled = int(width * done / self.total) if self.total else width
+        return f"[{'#' * filled}{'.' * (width - filled)}] {text}"
+
+    def _draw(self, now: float) -> None:
+        line = self._line(now)
+        if self.tty:
+            pad = max(0, self._width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class Migration:
+    """Copies objects from ``source`` to ``target`` with ``jobs`` threads.
+
+    Both backends must be safe to use from several threads (the built-in ones are).
+    """
+
+    def __init__(
+        self,
+        source: storage.Storage,
+        target: storage.Storage,
+        *,
+        jobs: int = 4,
+        verify: bool = False,
+        dry_run: bool = False,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        progress: Progress | None = None,
+        on_failure: Callable[[Failure], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        list_prefix: str | None = PACKAGES_PREFIX,
+    ) -> None:
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.source = source
+        self.target = target
+        self.jobs = jobs
+        self.verify = verify
+        self.dry_run = dry_run
+        self.attempts = attempts
+        self.backoff = backoff
+        self.progress = progress
+        self.on_failure = on_failure
+        self.sleep = sleep
+        #: Objects below this prefix are looked up in one listing of the target
+        #: (None: one ``stat`` per object instead).
+        self.list_prefix = list_prefix
+        self._listed: dict[str, int] | None = None
+
+    def run(self, objects: Iterable[StoredObject]) -> MigrationResult:
+        """Copy (or, for a dry run, check) every object; never raises for one object's failure."""
+        objs = list(objects)
+        result = MigrationResult(total=len(objs))
+        started = time.monotonic()
+        self._listed = self._list_target()
+        window = self.jobs * 4
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="migrate") as pool:
+            pending: set[Future[_Done]] = set()
+            try:
+                for obj in objs:
+                    pending.add(pool.submit(self._one, obj))
+                    if len(pending) >= window:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            self._collect(future.result(), result)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        self._collect(future.result(), result)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        result.seconds = time.monotonic() - started
+        if self.progress is not None:
+            self.progress.finish()
+        return result
+
+    def _collect(self, done: _Done, result: MigrationResult) -> None:
+        if done.outcome is Outcome.COPIED:
+            result.copied += 1
+            result.bytes += done.nbytes
+        elif done.outcome is Outcome.SKIPPED:
+            result.skipped += 1
+        elif done.outcome is Outcome.PLANNED:
+            result.planned.append(done.obj)
+            result.bytes += done.nbytes
+        else:
+            assert done.failure is not None
+            result.failed.append(done.failure)
+            if self.on_failure is not None:
+                self.on_failure(done.failure)
+        if self.progress is not None:
+            self.progress.update(done.outcome, done.nbytes if done.outcome is Outcome.COPIED else 0)
+
+    # -- one object ----------------------------------------------------------------------
+
+    def _one(self, obj: StoredObject) -> _Done:
+        """Check and copy one object, with retries; the outcome, never an exception."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if not self._needs_copy(obj):
+                    return _Done(obj, Outcome.SKIPPED)
+                if self.dry_run:
+                    return _Done(obj, Outcome.PLANNED, obj.size or 0)
+                return _Done(obj, Outcome.COPIED, self._copy(obj))
+            except _SourceMissing:
+                return self._failed(obj, "missing from the source storage", attempt)
+            except storage.StorageMisconfigured as exc:
+                return self._failed(obj, f"{exc}", attempt)
+            except (storage.StorageError, CorruptObject, OSError) as exc:
+                if attempt >= self.attempts:
+                    return self._failed(obj, _describe(exc), attempt)
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+            except Exception as exc:  # a bug or a plugin's stray exception: report it, do not retry
+                return self._failed(obj, _describe(exc), attempt)
+
+    def _failed(self, obj: StoredObject, error: str, attempts: int) -> _Done:
+        return _Done(obj, Outcome.FAILED, failure=Failure(obj.path, obj.filename, error, attempts))
+
+    def _list_target(self) -> dict[str, int] | None:
+        """path -> size of what the target holds below ``list_prefix`` (None: cannot list; stat each)."""
+        if self.list_prefix is None:
+            return None
+        try:
+            return {info.path: info.size for info in self.target.list(self.list_prefix)}
+        except storage.StorageError:
+            return None
+
+    def _needs_copy(self, obj: StoredObject) -> bool:
+        """Whether the target lacks the object or holds a different one."""
+        listed = self._listed
+        if listed is not None and self.list_prefix is not None and obj.path.startswith(self.list_prefix):
+            if obj.path not in listed:
+                return True
+            if obj.size is not None and listed[obj.path] == obj.size and not self.verify:
+                return False
+        try:
+            info = self.target.stat(obj.path)
+        except storage.NotFound:
+            return True
+        expected = obj.size
+        if expected is None:  # a .metadata object: the database does not record its size
+            try:
+                expected = self.source.stat(obj.path).size
+            except storage.NotFound:
+                raise _SourceMissing from None
+        if info.size != expected:
+            return True
+        if self.verify:
+            digest, _ = sha256_of(self.target, obj.path)
+            return digest != obj.sha256
+        return False
+
+    def _copy(self, obj: StoredObject) -> int:
+        """Read the source object, check it against the database, store it; the bytes copied."""
+        try:
+            f = self.source.open(obj.path)
+        except storage.NotFound:
+            raise _SourceMissing from None
+        with f, _Spool() as spool:
+            digest = hashlib.sha256()
+            size = 0
+            while True:
+                block = f.read(CHUNK)
+                if not block:
+                    break
+                digest.update(block)
+                spool.write(block)
+                size += len(block)
+            if obj.size is not None and size != obj.size:
+                raise CorruptObject(
+                    f"source object is {size} bytes, the database says {obj.size}: not copied"
+                )
+            if digest.hexdigest() != obj.sha256:
+                raise CorruptObject(
+                    f"source object has sha256 {digest.hexdigest()}, the database says "
+                    f"{obj.sha256}: not copied"
+                )
+            self.target.put(
+                obj.path,
+                spool.rewound(),
+                content_type=obj.content_type,
+                metadata=dict(obj.metadata),
+            )
+        return size
+
+
+class _SourceMissing(Exception):
+    pass
+
+
+class _Spool:
+    """A write-then-read buffer: memory up to SPOOL_IN_MEMORY bytes, then a temporary file."""
+
+    def __init__(self) -> None:
+        self._file: BinaryIO = io.BytesIO()
+        self._on_disk = False
+
+    def write(self, block: bytes) -> None:
+        if not self._on_disk and self._file.tell() + len(block) > SPOOL_IN_MEMORY:
+            disk = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+            disk.write(self._file.getvalue())  # type: ignore[attr-defined]
+            self._file = disk  # type: ignore[assignment]
+            self._on_disk = True
+        self._file.write(block)
+
+    def rewound(self) -> BinaryIO:
+        self._file.seek(0)
+        return self._file
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def _hash(f: BinaryIO) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        block = f.read(CHUNK)
+        if not block:
+            return digest.hexdigest(), size
+        digest.update(block)
+        size += len(block)
+
+
+def sha256_of(store: storage.Storage, path: str) -> tuple[str, int]:
+    """The SHA-256 hex digest and size of a stored object, read in full."""
+    with store.open(path) as f:
+        return _hash(f)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (storage.StorageError, CorruptObject)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -1,0 +1,102 @@
+"""The storage objects the database references, and the headers each one carries.
+
+Every file row names one object (``files.path``); a wheel whose METADATA was
+extracted (``metadata_sha256`` set) names a second one at ``path + ".metadata"``.
+migrate-storage copies exactly these, fsck checks them, and both give each
+object the content type and metadata the upload pipeline (``pypi.upload``)
+stored it with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pypi.db import Tx
+from pypi.upload import CONTENT_TYPES
+
+#: The suffix of a wheel's METADATA object (PEP 658), next to the wheel.
+METADATA_SUFFIX = ".metadata"
+METADATA_CONTENT_TYPE = "text/plain; charset=utf-8"
+#: Where every package object lives; nothing else in a store is the index's.
+PACKAGES_PREFIX = "packages/"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object a file row references."""
+
+    path: str
+    #: The file the object belongs to (for messages).
+    filename: str
+    #: The SHA-256 hex digest the content must have.
+    sha256: str
+    #: The size in bytes, where the database knows it (not for .metadata objects).
+    size: int | None
+    content_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_metadata(self) -> bool:
+        return self.path.endswith(METADATA_SUFFIX)
+
+
+def content_type_of(filename: str) -> str:
+    """The Content-Type the upload pipeline stores a distribution file with."""
+    for ext, content_type in CONTENT_TYPES.items():
+        if filename.endswith(ext):
+            return content_type
+    return "application/octet-stream"
+
+
+def object_metadata(normalized_name: str, version: str, sha256: str) -> dict[str, str]:
+    """The object metadata the upload pipeline stores with a file and its .metadata."""
+    return {"project": normalized_name, "version": version, "sha256": sha256}
+
+
+def objects_of(row: Any) -> list[StoredObject]:
+    """The objects of one file row (needs filename, path, size, sha256_digest,
+    metadata_sha256, version and normalized_name)."""
+    meta = object_metadata(row["normalized_name"], row["version"], row["sha256_digest"])
+    found = [
+        StoredObject(
+            path=row["path"],
+            filename=row["filename"],
+            sha256=row["sha256_digest"],
+            size=int(row["size"]),
+            content_type=content_type_of(row["filename"]),
+            metadata=meta,
+        )
+    ]
+    if row["metadata_sha256"]:
+        found.append(
+            StoredObject(
+                path=row["path"] + METADATA_SUFFIX,
+                filename=row["filename"],
+                sha256=row["metadata_sha256"],
+                size=None,
+                content_type=METADATA_CONTENT_TYPE,
+                metadata=meta,
+            )
+        )
+    return found
+
+
+def referenced(tx: Tx) -> Iterator[StoredObject]:
+    """Every object the database references, file by file in path order."""
+    rows = tx.all(
+        "SELECT f.filename, f.path, f.size, f.sha256_digest, f.metadata_sha256, "
+        "r.version, p.normalized_name FROM files f "
+        "JOIN releases r ON r.id = f.release_id JOIN projects p ON p.id = r.project_id "
+        "ORDER BY f.path"
+    )
+    for row in rows:
+        yield from objects_of(row)
+
+
+def file_path_of(object_path: str) -> str:
+    """The file path an object belongs to (``X.whl.metadata`` -> ``X.whl``)."""
+    if object_path.endswith(METADATA_SUFFIX):
+        return object_path[: -len(METADATA_SUFFIX)]
+    return object_path

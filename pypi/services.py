@@ -1,0 +1,24 @@
+"""The ready-built parts a view works with, made once per application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import storage
+from cdn.policy import CachePolicy
+from cdn.urls import URLBuilder
+from pypi.config import Config
+from pypi.db import Database
+from pypi.render_cache import RenderCache
+from pypi.upload import Uploader
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    storage: storage.Storage
+    urls: URLBuilder
+    policy: CachePolicy
+    uploader: Uploader
+    renders: RenderCache

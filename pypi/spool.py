@@ -1,0 +1,297 @@
+"""Reads a multipart upload form, spooling the file part to disk while hashing it.
+
+One pass over the body: each chunk of the file part is written to a temporary
+file and fed to md5, sha256 and blake2b-256 at once, so memory stays flat
+whatever the file's size and the digests are ready when the body ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import multipart
+
+CHUNK = 1048576
+#: Bodies larger than this hash on several threads.
+PARALLEL_HASHING_FROM = 4 * 1024 * 1024
+#: A form field other than the file may be at most this long (a long description fits).
+MAX_FIELD_SIZE = 8 * 1024 * 1024
+
+
+class FormError(Exception):
+    """The body is not an acceptable upload form; ``status`` is 400 or 413."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class SpooledFile:
+    """The uploaded file, on local disk, with the digests computed while it arrived."""
+
+    filename: str
+    path: str
+    size: int
+    md5: str
+    sha256: str
+    blake2_256: str
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class Form:
+    """The text fields (each name may repeat) and the file part, if any."""
+
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    file: SpooledFile | None = None
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self.fields.get(name)
+        return values[0] if values else default
+
+    def getall(self, name: str) -> list[str]:
+        return [v for v in self.fields.get(name, []) if v]
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.remove()
+
+
+def boundary_of(content_type: str) -> str | None:
+    """The multipart boundary of a ``multipart/form-data`` Content-Type, else None."""
+    mime, options = multipart.parse_options_header(content_type or "")
+    if mime != "multipart/form-data":
+        return None
+    return options.get("boundary") or None
+
+
+def read_form(
+    read: Callable[[int], bytes],
+    *,
+    content_type: str,
+    content_length: int | None,
+    max_file_size: int,
+    tmp_dir: str,
+    file_field: str = "content",
+) -> Form:
+    """Parse the body; raise FormError (400 malformed, 413 file too large).
+
+    The caller owns the returned form and must ``close()`` it to remove the spool.
+    """
+    boundary = boundary_of(content_type)
+    if boundary is None:
+        raise FormError(400, "Invalid request: the body must be multipart/form-data")
+    read, content_length = _with_crlf(read, content_length, boundary)
+    parser = multipart.PushMultipartParser(
+        boundary,
+        content_length=-1 if content_length is None else content_length,
+        max_header_count=16,
+        max_segment_count=1000,
+    )
+    form = Form()
+    os.makedirs(tmp_dir, exist_ok=True)
+    state = _PartState(parallel_hashing=(content_length or 0) > PARALLEL_HASHING_FROM)
+    try:
+        with parser:
+            for event in parser.parse_blocking(read, CHUNK):
+                if isinstance(event, multipart.MultipartSegment):
+                    state.start(event, file_field, tmp_dir, form)
+                elif event:
+                    state.feed(event, max_file_size)
+                else:
+                    state.finish(form)
+    except multipart.MultipartError as exc:
+        state.abort()
+        form.close()
+        raise FormError(400, f"Invalid request: malformed multipart body ({exc})") from None
+    except BaseException:
+        state.abort()
+        form.close()
+        raise
+    return form
+
+
+def _with_crlf(
+    read: Callable[[int], bytes], content_length: int | None, boundary: str
+) -> tuple[Callable[[int], bytes], int | None]:
+    """The body to parse: as it arrives, or rewritten with CRLF if distutils register sent it.
+
+    distutils ``setup.py register`` writes its form with bare LF line breaks
+    (``\\n--BOUNDARY\\nContent-Disposition: ...\\n\\nvalue``), which the
+    multipart parser rejects. Such a body (text fields only, and small) is
+    read whole and rebuilt with CRLF around its boundaries and headers; the
+    values are kept byte for byte. Any other body streams through unchanged.
+    """
+    delimiter = b"\n--" + boundary.encode("latin-1")
+    first = b""
+    while len(first) <= len(delimiter):
+        chunk = read(CHUNK)
+        if not chunk:
+            break
+        first += chunk
+    if not first.startswith(delimiter + b"\n"):
+        pending = [first]
+
+        def chained(size: int) -> bytes:
+            return pending.pop() if pending else read(size)
+
+        return chained, content_length
+    body = bytearray(first)
+    while chunk := read(CHUNK):
+        body += chunk
+        if len(body) > MAX_FIELD_SIZE * 2:
+            raise FormError(413, "Invalid request: the form is too large")
+    end = delimiter + b"--"
+    if end not in body:
+        raise FormError(400, "Invalid request: malformed multipart body (no final boundary)")
+    rebuilt = []
+    for part in bytes(body[: body.rindex(end)]).split(delimiter)[1:]:
+        headers, blank, value = part[1:].partition(b"\n\n")
+        if not blank:
+            raise FormError(400, "Invalid request: malformed multipart body (a part has no headers)")
+        if value.endswith(b"\r\n"):
+            value = value[:-1]  # distutils adds a LF after a value that ends with CR
+        headers = headers.replace(b"\n", b"\r\n")
+        rebuilt.append(delimiter[1:] + b"\r\n" + headers + b"\r\n\r\n" + value + b"\r\n")
+    rebuilt.append(end[1:] + b"\r\n")
+    data = b"".join(rebuilt)
+    return io.BytesIO(data).read, len(data)
+
+
+class _Digests:
+    """md5, sha256 and blake2b-256 of one stream, computed as its chunks arrive.
+
+    For large files md5 and blake2b each run on a thread of their own (hashlib
+    releases the GIL), so the three digests cost about the time of the
+    slowest instead of their sum. Each hash still sees the chunks in order.
+    """
+
+    #: Most chunks queued for a hashing thread before the reader waits.
+    MAX_PENDING = 8
+
+    def __init__(self, parallel: bool) -> None:
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
+        self.blake2 = hashlib.blake2b(digest_size=32)
+        self._workers = (
+            [ThreadPoolExecutor(1, "hash-md5"), ThreadPoolExecutor(1, "hash-blake2")] if parallel else []
+        )
+        self._pending: deque[Future] = deque()
+
+    def update(self, chunk: bytes) -> None:
+        if not self._workers:
+            self.md5.update(chunk)
+            self.sha256.update(chunk)
+            self.blake2.update(chunk)
+            return
+        self._pending.append(self._workers[0].submit(self.md5.update, chunk))
+        self._pending.append(self._workers[1].submit(self.blake2.update, chunk))
+        self.sha256.update(chunk)
+        while len(self._pending) > 2 * self.MAX_PENDING:
+            self._pending.popleft().result()
+
+    def hexdigests(self) -> tuple[str, str, str]:
+        """(md5, sha256, blake2b-256), once every chunk is hashed."""
+        while self._pending:
+            self._pending.popleft().result()
+        self.close()
+        return self.md5.hexdigest(), self.sha256.hexdigest(), self.blake2.hexdigest()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.shutdown(wait=True, cancel_futures=True)
+        self._workers = []
+
+
+class _PartState:
+    """The part being read: a text field buffered in memory, or the file spooled to disk."""
+
+    def __init__(self, parallel_hashing: bool = False) -> None:
+        self.parallel_hashing = parallel_hashing
+        self.name = ""
+        self.filename: str | None = None
+        self.text: list[bytes] = []
+        self.text_size = 0
+        self.out: BinaryIO | None = None
+        self.tmp_path = ""
+        self.size = 0
+        self.digests: _Digests | None = None
+
+    def start(self, seg: multipart.MultipartSegment, file_field: str, tmp_dir: str, form: Form) -> None:
+        self.name = seg.name or ""
+        self.text, self.text_size, self.size = [], 0, 0
+        if self.name == file_field and seg.filename is not None:
+            if form.file is not None:
+                raise FormError(400, "Invalid request: more than one file in the upload")
+            self.filename = seg.filename
+            fd, self.tmp_path = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+            self.out = os.fdopen(fd, "wb")
+            self.digests = _Digests(self.parallel_hashing)
+        else:
+            self.filename = None
+            self.out = None
+
+    def feed(self, chunk: bytes, max_file_size: int) -> None:
+        if self.out is not None:
+            self.size += len(chunk)
+            if self.size > max_file_size:
+                raise FormError(413, f"File too large. Limit for uploads is {_human(max_file_size)}.")
+            self.out.write(chunk)
+            self.digests.update(chunk)
+            return
+        self.text_size += len(chunk)
+        if self.text_size > MAX_FIELD_SIZE:
+            raise FormError(413, f"Invalid request: the field {self.name!r} is too large")
+        self.text.append(chunk)
+
+    def finish(self, form: Form) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+            md5, sha256, b2 = self.digests.hexdigests()
+            form.file = SpooledFile(self.filename or "", self.tmp_path, self.size, md5, sha256, b2)
+            self.tmp_path = ""
+            return
+        try:
+            value = b"".join(self.text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormError(400, f"Invalid request: the field {self.name!r} is not UTF-8") from None
+        form.fields.setdefault(self.name, []).append(value)
+
+    def abort(self) -> None:
+        if self.digests is not None:
+            self.digests.close()
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        if self.tmp_path:
+            try:
+                os.unlink(self.tmp_path)
+            except FileNotFoundError:
+                pass
+            self.tmp_path = ""
+
+
+def _human(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:g} {unit}"
+    return f"{size} bytes"

@@ -1,0 +1,90 @@
+"""The legacy upload API (POST /legacy/, / and /pypi) that twine and distutils speak.
+
+Authentication is checked before the body is read; the body is then parsed
+by pypi.spool and handed to the upload pipeline. Every answer is private.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from webob import Request, Response
+
+from pypi import auth
+from pypi.db import DatabaseError
+from pypi.responses import error, tag
+from pypi.services import Services
+from pypi.spool import Form, FormError, read_form
+from pypi.upload import UploadError
+
+log = logging.getLogger(__name__)
+#: Room for the form's text fields around the file itself.
+FORM_OVERHEAD = 16 * 1024 * 1024
+
+
+def challenge(message: str = "Invalid or non-existent authentication information.") -> Response:
+    response = error(401, message)
+    response.headers["WWW-Authenticate"] = 'Basic realm="pypi"'
+    return response
+
+
+def _urlencoded(request: Request) -> Form | None:
+    """A urlencoded form (a register without a file), or None for any other body."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return None
+    form = Form()
+    for key, value in request.POST.items():
+        form.fields.setdefault(key, []).append(value)
+    return form
+
+
+def legacy(svc: Services, request: Request) -> Response:
+    if request.method != "POST":
+        return error(405, "Method Not Allowed: use POST to upload")
+    credentials = auth.parse_basic(request.authorization and request.headers.get("Authorization"))
+    if credentials is None:
+        return challenge()
+    with svc.db.transaction() as tx:
+        user = auth.authenticate(tx, *credentials)
+    if user is None:
+        return error(403, "Invalid or non-existent authentication information.")
+
+    limit = svc.config.webui.max_upload_size
+    length = request.content_length
+    if length is not None and length > limit + FORM_OVERHEAD:
+        return error(413, f"File too large. Limit for uploads is {limit} bytes.")
+    try:
+        form = _urlencoded(request) or read_form(
+            request.body_file_raw.read if length is not None else request.body_file.read,
+            content_type=request.headers.get("Content-Type", ""),
+            content_length=length,
+            max_file_size=limit,
+            tmp_dir=os.path.join(svc.config.data_dir, "tmp"),
+        )
+    except FormError as exc:
+        return error(exc.status, exc.message)
+    try:
+        action = form.get(":action")
+        via = request.user_agent or ""
+        if action == "file_upload":
+            result = svc.uploader.upload(user, form, via=via)
+            response = Response(
+                body=b"OK\n" if result.created else b"OK (this file was already uploaded)\n",
+                content_type="text/plain",
+                charset="utf-8",
+            )
+            return tag(response, "private")
+        if action == "submit":
+            svc.uploader.register(user, form)
+            return tag(Response(body=b"OK\n", content_type="text/plain", charset="utf-8"), "private")
+        if action in ("verify", "submit_pkg_info"):
+            return tag(Response(body=b"OK\n", content_type="text/plain", charset="utf-8"), "private")
+        return error(400, f"Unknown action: {action!r}. Use :action=file_upload or :action=submit.")
+    except UploadError as exc:
+        return error(exc.status, exc.message)
+    except DatabaseError as exc:
+        log.error("upload failed on the database: %s", exc)
+        return error(503, "Database unavailable, nothing was saved; retry the upload later.")
+    finally:
+        form.close()

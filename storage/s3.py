@@ -1,0 +1,569 @@
+"""Objects in an Amazon S3 bucket, or in any store that speaks the S3 API (boto3).
+
+Every botocore, boto3, s3transfer and socket error is translated here into the
+errors of ``storage.base``; none leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from collections.abc import Iterator, Mapping
+from concurrent.futures import CancelledError
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
+
+import boto3
+import urllib3.exceptions
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    InvalidRegionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ResponseStreamingError,
+)
+
+from storage.base import (
+    IMMUTABLE_CACHE_CONTROL,
+    NotFound,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    StorageMisconfigured,
+    StorageUnavailable,
+    check_path,
+)
+
+MiB = 1024 * 1024
+#: S3 refuses parts below 5 MiB (except the last) and above 5 GiB.
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * 1024 * MiB
+
+CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+)
+SERVER_SIDE_ENCRYPTIONS = ("AES256", "aws:kms")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+RETRY_MODES = ("legacy", "standard", "adaptive")
+
+_BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{3,255}$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+_CREDENTIAL_CODES = {
+    "403",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+}
+_REGION_CODES = {
+    "301",
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+}
+_TRANSIENT_CODES = {
+    "InternalError",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+_UNREACHABLE = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    HTTPClientError,  # connection closed, read timeout, proxy errors
+    ResponseStreamingError,
+    IncompleteReadError,
+    urllib3.exceptions.HTTPError,
+)
+_NO_CREDENTIALS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+)
+
+
+def make_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    addressing_style: str = "auto",
+    max_attempts: int | None = None,
+    retry_mode: str = "standard",
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
+    max_pool_connections: int = 10,
+) -> Any:
+    """Build the boto3 S3 client S3Storage uses (credentials None: boto3's default chain).
+
+    With an ``endpoint_url`` (a store other than AWS) request checksums are sent
+    only where the API requires them: many S3-compatible stores do not accept
+    the CRC32 trailers that boto3 sends by default.
+    """
+    retries: dict[str, Any] = {"mode": retry_mode}
+    if max_attempts is not None:
+        retries["total_max_attempts"] = max_attempts
+    options: dict[str, Any] = {
+        "retries": retries,
+        "s3": {"addressing_style": addressing_style},
+        "max_pool_connections": max_pool_connections,
+    }
+    if connect_timeout is not None:
+        options["connect_timeout"] = connect_timeout
+    if read_timeout is not None:
+        options["read_timeout"] = read_timeout
+    if endpoint_url:
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name=region,
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=Config(**options))
+
+
+class S3Storage(Storage):
+    """Objects at ``prefix + path`` in one bucket.
+
+    Uploads go through boto3's transfer manager: one PUT below
+    ``multipart_threshold``, a multipart upload above it (aborted if it
+    fails), holding at most ``(max_concurrency + 1) * multipart_chunksize``
+    bytes in memory whatever the file's size.
+    """
+
+    name = "s3"
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        acl: str | None = None,
+        server_side_encryption: str | None = None,
+        public_url: str | None = None,
+        multipart_threshold: int = 8 * MiB,
+        multipart_chunksize: int = 8 * MiB,
+        max_concurrency: int = 10,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        prefix = prefix.strip("/")
+        self.prefix = prefix + "/" if prefix else ""
+        self.base_url = public_url.rstrip("/") + "/" if public_url else None
+        self.extra_args: dict[str, Any] = {"CacheControl": IMMUTABLE_CACHE_CONTROL}
+        if acl:
+            self.extra_args["ACL"] = acl
+        if server_side_encryption:
+            self.extra_args["ServerSideEncryption"] = server_side_encryption
+        self.transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max_concurrency,
+            preferred_transfer_client="classic",
+        )
+        # Parts read ahead of the uploading threads; s3transfer's default is 10.
+        self.transfer_config.max_in_memory_upload_chunks = max_concurrency
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.client.meta.endpoint_url
+
+    @classmethod
+    def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> S3Storage:
+        """Build from ``[storage]``; sizes take a KB/MB/GB (binary) suffix as the AWS CLI's do."""
+        s = _Settings(settings)
+        bucket = s.text("bucket")
+        if not bucket:
+            raise StorageMisconfigured(
+                "[storage] bucket is required for backend = s3", key="bucket"
+            )
+        if not _BUCKET_NAME.match(bucket):
+            raise StorageMisconfigured(
+                f"[storage] bucket = {bucket!r} is not a valid bucket name",
+                key="bucket",
+            )
+        prefix = s.text("prefix").strip("/")
+        if prefix:
+            try:
+                check_path(prefix)
+            except StorageError:
+                raise StorageMisconfigured(
+                    f"[storage] prefix = {prefix!r} is not a valid key prefix",
+                    key="prefix",
+                ) from None
+        endpoint_url = s.url("endpoint_url")
+        public_url = s.url("public_url")
+        access_key_id = s.text("access_key_id") or None
+        secret = _read_secret(s, data_dir)
+        if secret and not access_key_id:
+            raise StorageMisconfigured(
+                "[storage] access_key_id is required when a secret access key is set",
+                key="access_key_id",
+            )
+        if access_key_id and not secret:
+            raise StorageMisconfigured(
+                "[storage] secret_access_key (or secret_access_key_file) is required"
+                " when access_key_id is set",
+                key="secret_access_key",
+            )
+        multipart_chunksize = s.size("multipart_chunksize", 8 * MiB)
+        if not MIN_PART_SIZE <= multipart_chunksize <= MAX_PART_SIZE:
+            raise StorageMisconfigured(
+                f"[storage] multipart_chunksize = {multipart_chunksize} bytes is not"
+                " between 5MB and 5GB (S3's part sizes)",
+                key="multipart_chunksize",
+            )
+        max_concurrency = s.whole("max_concurrency", 10)
+        try:
+            client = make_client(
+                endpoint_url=endpoint_url,
+                region=s.text("region") or None,
+                access_key_id=access_key_id,
+                secret_access_key=secret,
+                addressing_style=s.choice("addressing_style", ADDRESSING_STYLES, "auto"),
+                max_attempts=s.whole("max_attempts", None),
+                retry_mode=s.choice("retry_mode", RETRY_MODES, "standard"),
+                connect_timeout=s.seconds("connect_timeout"),
+                read_timeout=s.seconds("read_timeout"),
+                max_pool_connections=max(10, max_concurrency),
+            )
+        except InvalidRegionError:
+            raise StorageMisconfigured(
+                f"[storage] region = {s.text('region')!r} is not a valid region name",
+                key="region",
+            ) from None
+        except ProfileNotFound as exc:
+            raise StorageMisconfigured(
+                f"[storage] no access_key_id set and the AWS profile is unusable: {exc}",
+                key="access_key_id",
+            ) from None
+        except (BotoCoreError, Boto3Error) as exc:
+            raise StorageMisconfigured(f"[storage] cannot build the S3 client: {exc}") from None
+        return cls(
+            client=client,
+            bucket=bucket,
+            prefix=prefix,
+            acl=s.choice("acl", CANNED_ACLS, None),
+            server_side_encryption=s.choice(
+                "server_side_encryption", SERVER_SIDE_ENCRYPTIONS, None
+            ),
+            public_url=public_url,
+            multipart_threshold=s.size("multipart_threshold", 8 * MiB),
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max_concurrency,
+        )
+
+    def _key(self, path: str) -> str:
+        return self.prefix + check_path(path)
+
+    def check(self) -> None:
+        """HEAD the bucket; on a refusal, list it too: a HEAD answer has no error code."""
+        with self._translated("check bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if _status(exc) not in (400, 403):
+                    raise
+                self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+                raise
+
+    def put(
+        self,
+        path: str,
+        local_file: BinaryIO,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        key = self._key(path)
+        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
+        with self._translated("store", path):
+            self.client.upload_fileobj(
+                local_file,
+                self.bucket,
+                key,
+                ExtraArgs=extra,
+                Config=self.transfer_config,
+            )
+
+    def open(self, path: str) -> BinaryIO:
+        """A buffered reader over the GET response body; nothing is read before the caller reads."""
+        key = self._key(path)
+        with self._translated("read", path):
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        return io.BufferedReader(_BodyReader(response["Body"], self, path), 256 * 1024)
+
+    def stat(self, path: str) -> ObjectInfo:
+        key = self._key(path)
+        with self._translated("stat", path):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        return ObjectInfo(
+            path=path,
+            size=head["ContentLength"],
+            etag=_etag(head.get("ETag")),
+            last_modified=head.get("LastModified"),
+            content_type=head.get("ContentType"),
+        )
+
+    def metadata(self, path: str) -> dict[str, str]:
+        """The metadata stored with the object (S3 lower-cases the names)."""
+        key = self._key(path)
+        with self._translated("stat", path):
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}))
+
+    def delete(self, path: str) -> None:
+        key = self._key(path)
+        with self._translated("delete", path):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """List by key prefix; folder markers (keys ending in ``/``) are skipped."""
+        start = len(self.prefix)
+        with self._translated(f"list {prefix!r}"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for item in page.get("Contents", ()):
+                    key = item["Key"]
+                    if key.endswith("/"):
+                        continue
+                    yield ObjectInfo(
+                        path=key[start:],
+                        size=item["Size"],
+                        etag=_etag(item.get("ETag")),
+                        last_modified=item.get("LastModified"),
+                    )
+
+    def public_url(self, path: str) -> str | None:
+        """``public_url`` + the object's key, prefix included, percent-quoted (``+`` too)."""
+        return self.base_url + quote(self._key(path)) if self.base_url else None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+    @contextlib.contextmanager
+    def _translated(self, action: str, path: str | None = None) -> Iterator[None]:
+        """Turn whatever boto3 or the network raises into the errors of storage.base."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except ClientError as exc:
+            raise self._client_error(exc, action, path) from None
+        except _NO_CREDENTIALS as exc:
+            raise StorageMisconfigured(
+                f"[storage] S3 credentials: {exc} (set access_key_id and secret_access_key,"
+                " or provide them by environment, profile or instance role)",
+                key="access_key_id",
+            ) from None
+        except _UNREACHABLE as exc:
+            raise StorageUnavailable(
+                f"cannot {_what(action, path)} at S3 endpoint {self.endpoint_url}"
+                f" (endpoint_url): {type(exc).__name__}: {exc}"
+            ) from None
+        except (BotoCoreError, Boto3Error, CancelledError) as exc:
+            raise StorageError(f"S3: cannot {_what(action, path)}: {exc}") from None
+        except OSError as exc:  # reading the caller's file, or a socket error below urllib3
+            raise StorageUnavailable(f"cannot {_what(action, path)}: {exc}") from None
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] in (
+                "s3transfer",
+                "botocore",
+                "boto3",
+            ):
+                raise StorageError(f"S3: cannot {_what(action, path)}: {exc}") from None
+            raise
+
+    def _client_error(self, exc: ClientError, action: str, path: str | None) -> StorageError:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = _status(exc)
+        where = f"bucket {self.bucket!r} at {self.endpoint_url}"
+        if code == "NoSuchBucket" or (path is None and status == 404):
+            return StorageMisconfigured(f"[storage] {where} does not exist", key="bucket")
+        if path is not None and (code in _NOT_FOUND_CODES or status == 404):
+            return NotFound(path)
+        if code in _REGION_CODES or status == 301:
+            return StorageMisconfigured(
+                f"[storage] {where} is in another region than the one configured ({code})",
+                key="region",
+            )
+        if code == "AccessControlListNotSupported":
+            return StorageMisconfigured(
+                f"[storage] {where} does not accept ACLs: leave acl unset", key="acl"
+            )
+        if code.startswith("KMS.") or code == "InvalidEncryptionAlgorithmError":
+            return StorageMisconfigured(
+                f"[storage] {where} refused server_side_encryption ({code})",
+                key="server_side_encryption",
+            )
+        if code in _CREDENTIAL_CODES or status == 403:
+            return StorageMisconfigured(
+                f"[storage] {where} refused to {action} ({code}): check access_key_id and"
+                " secret_access_key, and that they are allowed to use the bucket",
+                key="access_key_id",
+            )
+        if code in _TRANSIENT_CODES or (status or 0) >= 500:
+            return StorageUnavailable(f"S3 {where}: cannot {_what(action, path)} ({code})")
+        return StorageError(f"S3 {where}: cannot {_what(action, path)}: {exc}")
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw file over a botocore StreamingBody that translates read errors."""
+
+    def __init__(self, body: Any, storage: S3Storage, path: str) -> None:
+        self._body = body
+        self._storage = storage
+        self._path = path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with self._storage._translated("read", self._path):
+            data = self._body.read(len(buffer))
+        n = len(data)
+        memoryview(buffer).cast("B")[:n] = data
+        return n
+
+    def readall(self) -> bytes:
+        with self._storage._translated("read", self._path):
+            return self._body.read()
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._body.close()
+        super().close()
+
+
+class _Settings:
+    """Typed access to ``[storage]`` strings; every error names its key."""
+
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        self.settings = settings
+
+    def text(self, key: str) -> str:
+        return (self.settings.get(key) or "").strip()
+
+    def _bad(self, key: str, value: str, expected: str) -> StorageMisconfigured:
+        return StorageMisconfigured(f"[storage] {key} = {value!r} is not {expected}", key=key)
+
+    def whole(self, key: str, default: int | None) -> int | None:
+        value = self.text(key)
+        if not value:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise self._bad(key, value, "a whole number") from None
+        if number < 1:
+            raise self._bad(key, value, "a positive whole number")
+        return number
+
+    def size(self, key: str, default: int) -> int:
+        value = self.text(key)
+        if not value:
+            return default
+        match = _SIZE.match(value)
+        if not match or int(match.group(1)) < 1:
+            raise self._bad(key, value, "a positive size in bytes (or with KB, MB, GB)")
+        unit = (match.group(2) or "b")[0].lower()
+        return int(match.group(1)) * 1024 ** "bkmgt".index(unit)
+
+    def seconds(self, key: str) -> float | None:
+        value = self.text(key)
+        if not value:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            raise self._bad(key, value, "a number of seconds") from None
+        if not number > 0 or number == float("inf"):
+            raise self._bad(key, value, "a positive number of seconds")
+        return number
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        value = self.text(key)
+        if not value or value.lower() == "none":
+            return default
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+        raise self._bad(key, value, "one of " + ", ".join(choices))
+
+    def url(self, key: str) -> str | None:
+        value = self.text(key)
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self._bad(key, value, "an http:// or https:// URL")
+        return value
+
+
+def _read_secret(s: _Settings, data_dir: str) -> str | None:
+    """The secret from ``secret_access_key`` or the file ``secret_access_key_file`` names."""
+    secret = s.settings.get("secret_access_key") or ""
+    filename = s.text("secret_access_key_file")
+    if secret and filename:
+        raise StorageMisconfigured(
+            "[storage] set secret_access_key or secret_access_key_file, not both",
+            key="secret_access_key_file",
+        )
+    if filename:
+        filename = os.path.join(data_dir, os.path.expanduser(filename))
+        try:
+            with open(filename, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise StorageMisconfigured(
+                f"[storage] secret_access_key_file: cannot read {filename}: {reason}",
+                key="secret_access_key_file",
+            ) from None
+        if not secret:
+            raise StorageMisconfigured(
+                f"[storage] secret_access_key_file: {filename} is empty",
+                key="secret_access_key_file",
+            )
+    return secret.strip() or None
+
+
+def _what(action: str, path: str | None) -> str:
+    return f"{action} {path}" if path else action
+
+
+def _status(exc: ClientError) -> int | None:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None

@@ -1,0 +1,175 @@
+"""The storage contract, written once and run against every backend."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import pytest
+
+from storage.base import InvalidPath, NotFound, ObjectInfo
+
+PATH = "packages/ab/cd/abcdef0123/demo-1.0-py3-none-any.whl"
+
+
+def put_bytes(store, path, data, **kw):
+    store.put(path, io.BytesIO(data), **kw)
+
+
+def read_all(store, path):
+    f = store.open(path)
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def test_put_then_open_returns_the_same_bytes(store):
+    data = os.urandom(300_000)
+    put_bytes(store, PATH, data, content_type="application/zip", metadata={"sha256": "x"})
+    assert read_all(store, PATH) == data
+
+
+def test_stat_reports_size_and_type(store):
+    put_bytes(store, PATH, b"hello world", content_type="application/zip")
+    info = store.stat(PATH)
+    assert isinstance(info, ObjectInfo)
+    assert info.path == PATH
+    assert info.size == 11
+    assert info.etag
+    assert info.last_modified is not None
+    assert info.content_type == "application/zip"
+
+
+def test_open_streams_in_chunks(store):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    put_bytes(store, PATH, data)
+    f = store.open(PATH)
+    try:
+        first = f.read(1000)
+        rest = f.read()
+    finally:
+        f.close()
+    assert first + rest == data
+
+
+def test_put_reads_from_the_current_position(store):
+    buf = io.BytesIO(b"skip-me|payload")
+    buf.seek(8)
+    store.put(PATH, buf)
+    assert read_all(store, PATH) == b"payload"
+
+
+def test_put_replaces_an_existing_object(store):
+    put_bytes(store, PATH, b"one")
+    put_bytes(store, PATH, b"second")
+    assert read_all(store, PATH) == b"second"
+    assert store.stat(PATH).size == 6
+
+
+def test_empty_object(store):
+    put_bytes(store, PATH, b"")
+    assert store.stat(PATH).size == 0
+    assert read_all(store, PATH) == b""
+
+
+def test_missing_object_raises_not_found(store):
+    with pytest.raises(NotFound):
+        store.open("packages/no/such/file.whl")
+    with pytest.raises(NotFound):
+        store.stat("packages/no/such/file.whl")
+    with pytest.raises(FileNotFoundError):  # NotFound is a FileNotFoundError
+        store.stat("packages/no/such/file.whl")
+    assert store.exists("packages/no/such/file.whl") is False
+
+
+def test_exists(store):
+    assert store.exists(PATH) is False
+    put_bytes(store, PATH, b"x")
+    assert store.exists(PATH) is True
+
+
+def test_delete_is_idempotent(store):
+    put_bytes(store, PATH, b"x")
+    store.delete(PATH)
+    assert not store.exists(PATH)
+    store.delete(PATH)  # a second delete is not an error
+    with pytest.raises(NotFound):
+        store.open(PATH)
+
+
+def test_list_by_prefix(store):
+    paths = ["packages/aa/one.whl", "packages/aa/two.whl", "packages/bb/three.tar.gz"]
+    for i, p in enumerate(paths):
+        put_bytes(store, p, b"x" * (i + 1))
+    listed = {info.path: info.size for info in store.list("packages/aa/")}
+    assert listed == {"packages/aa/one.whl": 1, "packages/aa/two.whl": 2}
+    assert {info.path for info in store.list()} >= set(paths)
+    assert list(store.list("nothing/")) == []
+
+
+def test_metadata_object_beside_file(store):
+    put_bytes(store, PATH, b"wheel")
+    put_bytes(store, PATH + ".metadata", b"Metadata-Version: 2.1\n", content_type="text/plain")
+    assert read_all(store, PATH + ".metadata") == b"Metadata-Version: 2.1\n"
+    assert {i.path for i in store.list("packages/ab/")} == {PATH, PATH + ".metadata"}
+
+
+@pytest.mark.parametrize("bad", ["", "/abs/path", "a/../b", "a//b", "./a", "a\\b", "a/\x00b"])
+def test_unsafe_paths_are_refused(store, bad):
+    with pytest.raises(InvalidPath):
+        store.put(bad, io.BytesIO(b"x"))
+    with pytest.raises(InvalidPath):
+        store.open(bad)
+
+
+def test_concurrent_writers_leave_one_whole_object(store):
+    blobs = [bytes([i]) * 200_000 for i in range(4)]
+    errors = []
+
+    def write(b):
+        try:
+            put_bytes(store, PATH, b)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert read_all(store, PATH) in blobs
+
+
+def test_failed_put_leaves_nothing(store):
+    class Exploding(io.RawIOBase):
+        def __init__(self):
+            self.sent = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            if self.sent > 100_000:
+                raise OSError("client went away")
+            n = len(b)
+            b[:n] = b"z" * n
+            self.sent += n
+            return n
+
+    with pytest.raises(Exception):
+        store.put(PATH, io.BufferedReader(Exploding()))
+    assert not store.exists(PATH)
+    assert [i.path for i in store.list()] == []
+
+
+def test_put_file_from_a_local_path(store, tmp_path):
+    data = os.urandom(200_000)
+    src = tmp_path / "spool.bin"
+    src.write_bytes(data)
+    store.put_file(PATH, str(src), content_type="application/zip", metadata={"sha256": "x"})
+    src.unlink()  # the caller may delete its file afterwards
+    assert read_all(store, PATH) == data
+    assert store.stat(PATH).size == len(data)
