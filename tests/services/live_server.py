@@ -82,6 +82,7 @@ def start_server(config: str, *, port: int | None = None, env: Mapping[str, str]
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"cloudpypi serve did not start:\n{open(log_path).read()[-3000:]}") from None
+                tail = open(log_path).read()[-3000:]
+                raise RuntimeError(f"cloudpypi serve did not start:\n{tail}") from None
             time.sleep(0.1)
     return LiveServer(url, config, proc, log_path)
