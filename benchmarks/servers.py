@@ -98,7 +98,8 @@ def _cloudpypi(name: str, folder: str, *, database: str, storage: dict[str, str]
                cleanup: list[Callable[[], None]], notes: list[str]) -> Server:
     config = os.path.join(folder, "config.ini")
     write_config(config, {
-        "server": {"data_dir": os.path.join(folder, "data")},
+        # One worker process per core, as the README advises for a busy index.
+        "server": {"data_dir": os.path.join(folder, "data"), "workers": "auto"},
         "webui": {"max_upload_size": "2G"},
         "database": {"url": database},
         "storage": storage,

@@ -122,23 +122,11 @@ class Database:
         self._local.pid = os.getpid()
         return conn
 
-    def _pg_pool(self) -> Any:
+    def _pg_pool(self) -> _PgPool:
         if self._pool is None or self._pool_pid != os.getpid():
             with self._lock:
                 if self._pool is None or self._pool_pid != os.getpid():
-                    import psycopg2.extras
-                    import psycopg2.pool
-
-                    try:
-                        self._pool = psycopg2.pool.ThreadedConnectionPool(
-                            1,
-                            self.pool_size,
-                            self.url,
-                            cursor_factory=psycopg2.extras.RealDictCursor,
-                            connect_timeout=10,
-                        )
-                    except psycopg2.Error as exc:
-                        raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+                    self._pool = _PgPool(self.url, self.pool_size)
                     self._pool_pid = os.getpid()
         return self._pool
 
@@ -167,10 +155,7 @@ class Database:
         pool = self._pg_pool()
         import psycopg2
 
-        try:
-            conn = pool.getconn()
-        except psycopg2.Error as exc:
-            raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+        conn = pool.get()
         broken = False
         try:
             try:
@@ -191,7 +176,7 @@ class Database:
                     raise IntegrityError(str(exc)) from exc
                 raise DatabaseError(f"commit failed: {_first_line(exc)}") from exc
         finally:
-            pool.putconn(conn, close=broken or bool(conn.closed))
+            pool.put(conn, close=broken)
 
     def close(self) -> None:
         """Close this thread's SQLite connection or the PostgreSQL pool."""
@@ -200,7 +185,7 @@ class Database:
             conn.close()
             self._local.conn = None
         if self._pool is not None and self._pool_pid == os.getpid():
-            self._pool.closeall()
+            self._pool.close_idle()
             self._pool = None
 
     # -- schema --------------------------------------------------------
@@ -242,6 +227,66 @@ class Database:
                 return int(tx.scalar("SELECT MAX(version) FROM schema_migrations") or 0)
             except DatabaseError:
                 return 0
+
+
+class _PgPool:
+    """At most ``size`` PostgreSQL connections, opened when first needed and kept open.
+
+    (psycopg2's own pools close every returned connection above ``minconn``, so
+    under concurrency most requests paid for a new connection.) A caller waits
+    for a free connection rather than failing when all are in use.
+    """
+
+    WAIT_SECONDS = 30
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.size = size
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    def get(self) -> Any:
+        import psycopg2
+        import psycopg2.extras
+
+        if not self._slots.acquire(timeout=self.WAIT_SECONDS):
+            raise DatabaseError(
+                f"all {self.size} PostgreSQL connections stayed busy for {self.WAIT_SECONDS} s"
+            )
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            return conn
+        try:
+            return psycopg2.connect(
+                self.url, cursor_factory=psycopg2.extras.RealDictCursor, connect_timeout=10
+            )
+        except psycopg2.Error as exc:
+            self._slots.release()
+            raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+
+    def put(self, conn: Any, *, close: bool = False) -> None:
+        """Return ``conn``; a broken one, or one left inside a transaction, is closed instead."""
+        import psycopg2.extensions
+
+        try:
+            idle = not close and not conn.closed and (
+                conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            )
+            if idle:
+                with self._lock:
+                    self._idle.append(conn)
+            else:
+                conn.close()
+        finally:
+            self._slots.release()
+
+    def close_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def _statements(sql: str) -> list[str]:

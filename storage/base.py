@@ -10,10 +10,13 @@ backend; it raises the errors defined here instead.
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime
-from collections.abc import Iterator, Mapping
+import io
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 #: Headers every stored package file carries, so a CDN that reads the bucket
 #: directly serves them right. The path names the content: it never changes.
@@ -164,3 +167,33 @@ class Storage(abc.ABC):
     def close(self) -> None:
         """Release connections and threads held by the backend (default: nothing to release)."""
         return None
+
+
+class StreamingReader(io.RawIOBase):
+    """A raw, readable file over a library's streaming response body.
+
+    Every read runs inside ``errors()``, the backend's context manager that turns
+    library and network exceptions into the errors above; wrap it in
+    ``io.BufferedReader`` to hand it to callers.
+    """
+
+    def __init__(self, body: Any, errors: Callable[[], AbstractContextManager[None]]) -> None:
+        self._body = body
+        self._errors = errors
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with self._errors():
+            data = self._body.read(len(buffer))
+        n = len(data)
+        memoryview(buffer).cast("B")[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            # Closing a half-read body may fail on a dead connection; nothing is lost.
+            with contextlib.suppress(Exception):
+                self._body.close()
+        super().close()

@@ -43,6 +43,7 @@ from storage.base import (
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
+    StreamingReader,
     check_path,
 )
 
@@ -314,12 +315,31 @@ class S3Storage(Storage):
                 Config=self.transfer_config,
             )
 
+    def put_file(
+        self,
+        path: str,
+        local_path: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Upload from the path: each part is read from the file as it is sent, so memory stays
+        flat (``upload_fileobj`` holds up to ``max_concurrency`` whole parts in memory)."""
+        key = self._key(path)
+        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
+        with self._translated("store", path):
+            self.client.upload_file(
+                local_path, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config
+            )
+
     def open(self, path: str) -> BinaryIO:
         """A buffered reader over the GET response body; nothing is read before the caller reads."""
         key = self._key(path)
         with self._translated("read", path):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-        return io.BufferedReader(_BodyReader(response["Body"], self, path), 256 * 1024)
+        return io.BufferedReader(
+            StreamingReader(response["Body"], lambda: self._translated("read", path)), 256 * 1024
+        )
 
     def stat(self, path: str) -> ObjectInfo:
         key = self._key(path)
@@ -433,35 +453,6 @@ class S3Storage(Storage):
         if code in _TRANSIENT_CODES or (status or 0) >= 500:
             return StorageUnavailable(f"S3 {where}: cannot {_what(action, path)} ({code})")
         return StorageError(f"S3 {where}: cannot {_what(action, path)}: {exc}")
-
-
-class _BodyReader(io.RawIOBase):
-    """A raw file over a botocore StreamingBody that translates read errors."""
-
-    def __init__(self, body: Any, storage: S3Storage, path: str) -> None:
-        self._body = body
-        self._storage = storage
-        self._path = path
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        with self._storage._translated("read", self._path):
-            data = self._body.read(len(buffer))
-        n = len(data)
-        memoryview(buffer).cast("B")[:n] = data
-        return n
-
-    def readall(self) -> bytes:
-        with self._storage._translated("read", self._path):
-            return self._body.read()
-
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(Exception):
-                self._body.close()
-        super().close()
 
 
 class _Settings:

@@ -27,7 +27,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import BinaryIO
 from urllib.parse import quote
 
 import requests
@@ -42,6 +42,7 @@ from storage.base import (
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
+    StreamingReader,
     check_path,
 )
 
@@ -464,7 +465,9 @@ class SwiftStorage(Storage):
         name = self._name(path)
         with self._errors(f"reading {path}", path):
             _, body = self._conn().get_object(self.container, name, resp_chunk_size=CHUNK)
-        return io.BufferedReader(_ObjectReader(body, self, path), buffer_size=CHUNK)
+        return io.BufferedReader(
+            StreamingReader(body, lambda: self._errors(f"reading {path}", path)), buffer_size=CHUNK
+        )
 
     def stat(self, path: str) -> ObjectInfo:
         """Size, type and ETag from a HEAD; a Static Large Object's ETag is its manifest's."""
@@ -597,33 +600,6 @@ class _Source:
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self._f.seek(offset, whence)
-
-
-class _ObjectReader(io.RawIOBase):
-    """A raw, readable file over swiftclient's streaming body; errors become StorageErrors."""
-
-    def __init__(self, body: Any, store: SwiftStorage, path: str) -> None:
-        self._body = body
-        self._store = store
-        self._path = path
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        with self._store._errors(f"reading {self._path}", self._path):
-            data = self._body.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._body.close()
-            except _TRANSPORT_ERRORS:
-                pass
-        super().close()
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pypi.commands.common import add_config_option, load_config, open_database, 
 from pypi.commands.purge import open_worker
 from pypi.config import Config, ConfigError
 from pypi.db import Database
+from pypi.memory import tune_malloc
 from pypi.purge_worker import PurgeWorker
 
 log = logging.getLogger("cloudpypi")
@@ -62,6 +63,7 @@ def serve(args: argparse.Namespace) -> int:
 
     def build():
         """One worker's application, with its own purge thread (called after fork)."""
+        tune_malloc()  # before any server thread exists
         worker = purge_thread(config)
         app = build_app(config, after_commit=worker.wake if worker else None)
         if worker:
