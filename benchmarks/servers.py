@@ -95,11 +95,12 @@ def load(server: Server, data: Dataset) -> float:
 
 # -- CloudPyPI -------------------------------------------------------------
 def _cloudpypi(name: str, folder: str, *, database: str, storage: dict[str, str],
-               cleanup: list[Callable[[], None]], notes: list[str]) -> Server:
+               cleanup: list[Callable[[], None]], notes: list[str], workers: str = "auto") -> Server:
+    """CloudPyPI under ``cloudpypi serve``; ``workers = auto`` (one process per core, as the README
+    advises for a busy index) unless a benchmark measures one process."""
     config = os.path.join(folder, "config.ini")
     write_config(config, {
-        # One worker process per core, as the README advises for a busy index.
-        "server": {"data_dir": os.path.join(folder, "data"), "workers": "auto"},
+        "server": {"data_dir": os.path.join(folder, "data"), "workers": workers},
         "webui": {"max_upload_size": "2G"},
         "database": {"url": database},
         "storage": storage,
@@ -138,10 +139,10 @@ def _postgres(cleanup: list[Callable[[], None]]) -> str:
     return url
 
 
-def start_cloudpypi_sqlite_local(name: str, folder: str) -> Server:
+def start_cloudpypi_sqlite_local(name: str, folder: str, workers: str = "auto") -> Server:
     cleanup: list[Callable[[], None]] = []
     return _cloudpypi(name, folder, database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
-                      storage={"backend": "local"}, cleanup=cleanup, notes=[])
+                      storage={"backend": "local"}, cleanup=cleanup, notes=[], workers=workers)
 
 
 def start_cloudpypi_pg_local(name: str, folder: str) -> Server:

@@ -5,8 +5,8 @@
 For each backend (local disk; S3 on moto's server; Swift, a one-node Swift
 from tests/services/swift.py when that can start) CloudPyPI runs on SQLite
 with that backend, and the same wheels (10 MB and 1 GiB) are uploaded with
-twine, measuring the wall time and the server's peak RSS (VmHWM of its
-process, reset before each upload; the object store's own processes are not
+twine, measuring the wall time and the server's peak RSS (VmHWM of its one
+worker process, reset before each upload; the object store's own processes are not
 counted). Each file is then uploaded straight to the same store with the
 plain client (boto3 ``upload_file`` with its default transfer settings;
 python-swiftclient ``put_object``), and twine against an endpoint that
@@ -52,7 +52,7 @@ def _mid_wheels(repetitions: int) -> list[str]:
 
 
 def _start_local(name: str, folder: str) -> tuple[Server, Callable[[str], float] | None]:
-    return servers.start_cloudpypi_sqlite_local(name, folder), None
+    return servers.start_cloudpypi_sqlite_local(name, folder, workers="1"), None
 
 
 def _start_s3(name: str, folder: str) -> tuple[Server, Callable[[str], float] | None]:
@@ -67,7 +67,7 @@ def _start_s3(name: str, folder: str) -> tuple[Server, Callable[[str], float] | 
             storage={"backend": "s3", "bucket": "cloudpypi-bench", "endpoint_url": moto.endpoint_url,
                      "region": "us-east-1", "access_key_id": moto.access_key_id,
                      "secret_access_key": moto.secret_access_key},
-            cleanup=[moto.close], notes=["moto's server is not counted in the RSS"])
+            cleanup=[moto.close], notes=["moto's server is not counted in the RSS"], workers="1")
     except BaseException:
         moto.close()
         raise
@@ -89,7 +89,8 @@ def _start_swift(name: str, folder: str) -> tuple[Server, Callable[[str], float]
             name, folder, database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
             storage={"backend": "swift", "auth_url": swift.auth_url, "auth_version": "1",
                      "user": swift.user, "key": swift.key, "container": "cloudpypi-bench"},
-            cleanup=[swift.stop], notes=["the Swift servers and memcached are not counted in the RSS"])
+            cleanup=[swift.stop], notes=["the Swift servers and memcached are not counted in the RSS"],
+            workers="1")
     except BaseException:
         swift.stop()
         raise
