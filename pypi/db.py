@@ -178,6 +178,36 @@ class Database:
         finally:
             pool.put(conn, close=broken)
 
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """Reads only, for the hot read paths (simple index, JSON API).
+
+        On SQLite a deferred transaction: one snapshot for every statement. On
+        PostgreSQL autocommit: each statement is one round trip, without the
+        BEGIN and COMMIT round trips around it; under READ COMMITTED a
+        transaction would not give one snapshot either. Pages are keyed by the
+        serial read first, so a later statement that sees a newer change only
+        makes the page fresher.
+        """
+        if self.dialect == "sqlite":
+            with self.transaction() as tx:
+                yield tx
+            return
+        pool = self._pg_pool()
+        conn = pool.get()
+        broken = True
+        try:
+            conn.autocommit = True
+            yield Tx(conn, "postgresql")
+            broken = False
+        finally:
+            try:
+                if not conn.closed:
+                    conn.autocommit = False
+            except Exception:
+                broken = True
+            pool.put(conn, close=broken)
+
     def close(self) -> None:
         """Close this thread's SQLite connection or the PostgreSQL pool."""
         conn = getattr(self._local, "conn", None)

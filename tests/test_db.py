@@ -89,3 +89,20 @@ def test_unreachable_postgres_is_a_database_error():
         with db.transaction():
             pass
     db.close()
+
+
+def test_reading_on_postgres_sees_committed_rows_and_returns_the_connection(_pg_database):
+    db = Database(_pg_database, pool_size=1)
+    try:
+        with db.transaction(write=True) as tx:
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS t_read (v INTEGER)")
+        with db.reading() as tx:
+            assert tx.scalar("SELECT 41 + 1") == 42
+        # The one connection went back to the pool usable, in transaction mode again.
+        with db.transaction(write=True) as tx:
+            assert tx.conn.autocommit is False
+            tx.execute("INSERT INTO t_read VALUES (1)")
+        with db.reading() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM t_read") == 1
+    finally:
+        db.close()

@@ -134,7 +134,7 @@ def _render(svc: Services, tx, project, version: str | None) -> bytes | None:
 def project_json(svc: Services, request: Request, name: str, version: str | None = None) -> Response:
     normalized = canonicalize_name(name)
     key = cache_keys.project_key(normalized)
-    with svc.db.transaction() as tx:
+    with svc.db.reading() as tx:
         project = packages.get_project(tx, normalized)
         if project is None:
             return error(404, "Not Found", kind=policy.MISSING, keys=[key])

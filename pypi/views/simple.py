@@ -67,7 +67,7 @@ def index(svc: Services, request: Request) -> Response:
     content_type = negotiate(request)
     if content_type is None:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
-    with svc.db.transaction() as tx:
+    with svc.db.reading() as tx:
         serial = journal.last_serial(tx)
         body = svc.renders.get_or_render(
             ("simple-index", serial, FORMATS[content_type]),
@@ -106,7 +106,7 @@ def project(svc: Services, request: Request, name: str) -> Response:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
     fmt = FORMATS[content_type]
     key = cache_keys.project_key(normalized)
-    with svc.db.transaction() as tx:
+    with svc.db.reading() as tx:
         row = packages.get_project(tx, normalized)
         if row is None:
             return error(404, f"Not Found: no project named {name!r}", kind=policy.MISSING, keys=[key])
