@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -24,6 +28,50 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 #: A hash to verify against when the user does not exist, so that timing
 #: does not tell which usernames exist.
 _DUMMY_HASH = _hasher.hash("not a real password")
+
+
+class VerifiedPasswords:
+    """Recent successful argon2 checks, so that a client sending its password with each of
+    many uploads (twine, distutils) pays for argon2 once, not per file.
+
+    An entry says only "this password matches this stored hash", which is always
+    true once true: it is keyed by the stored hash itself, so a changed password
+    misses at once. Failures are never kept (guessing still costs argon2), and
+    neither is the password: the key is an HMAC under a random per-process secret.
+    """
+
+    def __init__(self, size: int = 1024, ttl: float = 300.0) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._secret = secrets.token_bytes(32)
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _key(self, stored_hash: str, password: str) -> bytes:
+        message = stored_hash.encode() + b"\0" + password.encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+    def known(self, stored_hash: str, password: str) -> bool:
+        key = self._key(stored_hash, password)
+        with self._lock:
+            added = self._seen.get(key)
+            if added is None:
+                return False
+            if time.monotonic() - added > self.ttl:
+                del self._seen[key]
+                return False
+            return True
+
+    def add(self, stored_hash: str, password: str) -> None:
+        key = self._key(stored_hash, password)
+        with self._lock:
+            self._seen[key] = time.monotonic()
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+
+
+_verified = VerifiedPasswords()
 
 
 class AuthError(ValueError):
@@ -86,10 +134,14 @@ def authenticate(tx: Tx, username: str, password: str) -> User | None:
         "SELECT id, username, password_hash FROM users WHERE username = ? AND is_active = 1",
         (username,),
     )
-    try:
-        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return None
+    stored = row["password_hash"] if row else _DUMMY_HASH
+    if row is None or not _verified.known(stored, password):
+        try:
+            _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is not None:
+            _verified.add(stored, password)
     return User(row["id"], row["username"]) if row else None
 
 

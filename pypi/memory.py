@@ -1,46 +1,60 @@
 """Keeps a long-running server's memory flat under glibc's allocator.
 
-Two glibc defaults let a threaded upload server grow far beyond what it holds:
+Two glibc behaviours let a threaded upload server grow far beyond what it holds:
 every new thread (waitress's, the hashing and S3 transfer threads) may get a
-malloc arena of its own, each keeping freed memory; and after the first large
-buffer is freed the mmap threshold rises up to 32 MiB, so the 1 MiB chunks an
-upload is read in come from those arenas and stay there. Capping the arenas and
-fixing the threshold makes large buffers go back to the system when freed.
+malloc arena of its own, each keeping the memory freed in it; and after the
+first large buffer is freed the mmap threshold rises (up to 32 MiB), so the
+1 MiB blocks an upload is read in come from those arenas and stay there.
+The arenas are capped at start, and what an upload freed is given back to the
+system after it. (A fixed mmap threshold would do the latter too, but then
+every block waitress sends a file in is a fresh mmap: downloads ran at half
+speed.)
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: mallopt parameters, from glibc's malloc.h.
-M_MMAP_THRESHOLD = -3
+#: mallopt's parameter, from glibc's malloc.h.
 M_ARENA_MAX = -8
-
 ARENA_MAX = 2
-MMAP_THRESHOLD = 256 * 1024
 
 
-def tune_malloc(arena_max: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
-    """Apply the settings above; False (and nothing changed) where the C library is not glibc.
-
-    Call it before the server starts its threads: arenas already made are kept.
-    """
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any | None:
+    """glibc, or None where the C library is another (macOS, musl's lacks malloc_trim)."""
     if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
+        return None
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def tune_malloc(arena_max: int = ARENA_MAX) -> bool:
+    """Cap glibc's arenas; False (nothing changed) elsewhere. Call before the server's threads start."""
+    libc = _libc()
+    if libc is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    ok = bool(mallopt(M_ARENA_MAX, arena_max)) and bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold))
+    ok = bool(libc.mallopt(M_ARENA_MAX, arena_max))
     if not ok:
-        log.debug("mallopt refused the settings; the allocator keeps its defaults")
+        log.debug("mallopt refused M_ARENA_MAX; the allocator keeps its default")
     return ok
+
+
+def release_free_memory() -> bool:
+    """Give memory freed inside the heap back to the system (glibc's malloc_trim)."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

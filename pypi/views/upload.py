@@ -13,6 +13,7 @@ from webob import Request, Response
 
 from pypi import auth
 from pypi.db import DatabaseError
+from pypi.memory import release_free_memory
 from pypi.responses import error, tag
 from pypi.services import Services
 from pypi.spool import Form, FormError, read_form
@@ -88,3 +89,6 @@ def legacy(svc: Services, request: Request) -> Response:
         return error(503, "Database unavailable, nothing was saved; retry the upload later.")
     finally:
         form.close()
+        # What the upload's buffers freed goes back to the system, so the
+        # server's memory stays flat across uploads of any size.
+        release_free_memory()
