@@ -6,6 +6,7 @@ Each thread (and, after a fork, each process) gets its own connections.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -195,18 +196,14 @@ class Database:
             return
         pool = self._pg_pool()
         conn = pool.get()
-        broken = True
+        conn.autocommit = True
         try:
-            conn.autocommit = True
             yield Tx(conn, "postgresql")
-            broken = False
         finally:
-            try:
-                if not conn.closed:
-                    conn.autocommit = False
-            except Exception:
-                broken = True
-            pool.put(conn, close=broken)
+            with contextlib.suppress(Exception):  # a dead connection: closed below
+                conn.autocommit = False
+            # A connection still in autocommit must never serve a transaction().
+            pool.put(conn, close=conn.autocommit)
 
     def close(self) -> None:
         """Close this thread's SQLite connection or the PostgreSQL pool."""
@@ -270,16 +267,19 @@ class _PgPool:
     WAIT_SECONDS = 30
 
     def __init__(self, url: str, size: int) -> None:
+        import psycopg2
+        import psycopg2.extras
+
         self.url = url
         self.size = size
+        self._psycopg2 = psycopg2
+        self._cursor_factory = psycopg2.extras.RealDictCursor
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(size)
 
     def get(self) -> Any:
-        import psycopg2
-        import psycopg2.extras
-
+        psycopg2 = self._psycopg2
         if not self._slots.acquire(timeout=self.WAIT_SECONDS):
             raise DatabaseError(
                 f"all {self.size} PostgreSQL connections stayed busy for {self.WAIT_SECONDS} s"
@@ -289,20 +289,16 @@ class _PgPool:
         if conn is not None:
             return conn
         try:
-            return psycopg2.connect(
-                self.url, cursor_factory=psycopg2.extras.RealDictCursor, connect_timeout=10
-            )
+            return psycopg2.connect(self.url, cursor_factory=self._cursor_factory, connect_timeout=10)
         except psycopg2.Error as exc:
             self._slots.release()
             raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
 
     def put(self, conn: Any, *, close: bool = False) -> None:
         """Return ``conn``; a broken one, or one left inside a transaction, is closed instead."""
-        import psycopg2.extensions
-
         try:
             idle = not close and not conn.closed and (
-                conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+                conn.info.transaction_status == self._psycopg2.extensions.TRANSACTION_STATUS_IDLE
             )
             if idle:
                 with self._lock:

@@ -304,15 +304,9 @@ class S3Storage(Storage):
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        key = self._key(path)
-        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
         with self._translated("store", path):
             self.client.upload_fileobj(
-                local_file,
-                self.bucket,
-                key,
-                ExtraArgs=extra,
-                Config=self.transfer_config,
+                local_file, self.bucket, self._key(path), **self._upload_args(content_type, metadata)
             )
 
     def put_file(
@@ -325,12 +319,15 @@ class S3Storage(Storage):
     ) -> None:
         """Upload from the path: each part is read from the file as it is sent, so memory stays
         flat (``upload_fileobj`` holds up to ``max_concurrency`` whole parts in memory)."""
-        key = self._key(path)
-        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
         with self._translated("store", path):
             self.client.upload_file(
-                local_path, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config
+                local_path, self.bucket, self._key(path), **self._upload_args(content_type, metadata)
             )
+
+    def _upload_args(self, content_type: str, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+        """ExtraArgs and Config for boto3's managed uploads: the object's headers and metadata."""
+        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
+        return {"ExtraArgs": extra, "Config": self.transfer_config}
 
     def open(self, path: str) -> BinaryIO:
         """A buffered reader over the GET response body; nothing is read before the caller reads."""
