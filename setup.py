@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*"]),
-    package_data={"pypi": ["templates/*.html", "schema/*.sql"], "cdn": ["varnish/*.vcl"]},
+    package_data={"pypi": ["templates/*.html", "index/schema/*.sql"], "cdn": ["varnish/*.vcl"]},
     install_requires=[
         "WebOb>=1.8",
         "waitress>=2.1",

@@ -14,12 +14,12 @@ from cdn import policy
 from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
 from pypi.config import Config
-from pypi.db import Database, DatabaseError
-from pypi.render_cache import RenderCache
-from pypi.responses import error
+from pypi.index.db import Database, DatabaseError
+from pypi.index.render_cache import RenderCache
 from pypi.services import Services
-from pypi.upload import Uploader
+from pypi.upload.pipeline import Uploader
 from pypi.views import files, json_api, simple, upload, web, xmlrpc
+from pypi.views.responses import error
 
 log = logging.getLogger("cloudpypi")
 

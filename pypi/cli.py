@@ -1,18 +1,18 @@
-"""The ``cloudpypi`` command: one sub-command per module in pypi/commands/."""
+"""The ``cloudpypi`` command: the sub-commands of each module in pypi/commands/."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+from pypi.commands import check_config, database, fsck, manage, migrate_storage, purge, serve, users
 from pypi.config import ConfigError
-from pypi.db import DatabaseError
+from pypi.index.db import DatabaseError
 
-#: Modules in pypi.commands; each has ``register(subparsers)`` that adds its
-#: sub-commands and sets ``func(args) -> int`` on them.
-COMMAND_MODULES = ["serve", "database", "users", "check_config", "purge", "migrate_storage", "fsck", "manage"]
+#: The sub-command modules, in the order ``cloudpypi --help`` lists them; each has
+#: ``register(subparsers)`` that adds its sub-commands and sets ``func(args) -> int``.
+COMMAND_MODULES = (serve, database, users, check_config, purge, migrate_storage, fsck, manage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"pypi.commands.{name}").register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

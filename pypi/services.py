@@ -8,9 +8,9 @@ import storage
 from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
 from pypi.config import Config
-from pypi.db import Database
-from pypi.render_cache import RenderCache
-from pypi.upload import Uploader
+from pypi.index.db import Database
+from pypi.index.render_cache import RenderCache
+from pypi.upload.pipeline import Uploader
 
 
 @dataclass

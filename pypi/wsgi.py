@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pypi import config as config_mod
 from pypi.commands.serve import build_app
-from pypi.memory import tune_malloc
+from pypi.server.memory import tune_malloc
 
 tune_malloc()
 application = build_app(config_mod.load())

@@ -8,10 +8,10 @@ import base64
 import pytest
 import webtest
 
-from pypi import auth
 from pypi.app import make_app
 from pypi.config import build
-from pypi.db import Database
+from pypi.index import auth
+from pypi.index.db import Database
 
 pytest_plugins = [
     "tests.services.postgres",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pypi import auth
+from pypi.index import auth
 from tests.conftest import PASSWORD
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pypi.db import Database, DatabaseError
+from pypi.index.db import Database, DatabaseError
 
 
 def _backend_pid(db: Database) -> int:

@@ -11,10 +11,10 @@ import pytest
 import webtest
 
 import storage
-from pypi import objects
 from pypi.app import make_app
 from pypi.cli import main
-from pypi.db import Database
+from pypi.index import objects
+from pypi.index.db import Database
 from tests.backends import s3_moto_section
 from tests.conftest import make_config
 from tests.dists import make_sdist, make_wheel
@@ -138,7 +138,7 @@ def test_verify_hashes_finds_changed_content_of_the_same_size(index, capsys):
 
 def test_a_row_committed_while_fsck_runs_is_not_an_orphan(index, monkeypatch):
     """The object is listed, the database is read, and only then does the upload's row commit."""
-    from pypi import fsck as fsck_mod
+    from pypi.operations import fsck as fsck_mod
 
     index.store.put(index.sdist.path + ".metadata", io.BytesIO(b"Name: checked\n"))
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import storage
-from pypi import objects
 from pypi.cli import main
-from pypi.db import Database
-from pypi.migration import Migration, Outcome, Progress
+from pypi.index import objects
+from pypi.index.db import Database
+from pypi.operations.copy_objects import Migration, Outcome, Progress
 from storage.local import LocalStorage
 from tests.backends import build, section_for
 from tests.dists import make_sdist, make_wheel

@@ -237,9 +237,9 @@ def test_unknown_route_and_method(testapp):
 def test_json_api_links_use_cdn_files_url(tmp_path, db_url, users_db=None):
     import webtest
 
-    from pypi import auth
     from pypi.app import make_app
-    from pypi.db import Database
+    from pypi.index import auth
+    from pypi.index.db import Database
     from tests.conftest import PASSWORD, make_config
 
     config = make_config(tmp_path, db_url, cdn={"files_url": "https://files.example.org/packages/"})

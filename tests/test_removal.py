@@ -8,9 +8,9 @@ import pytest
 import webtest
 
 import storage
-from pypi import removal
 from pypi.app import make_app
 from pypi.cli import main
+from pypi.operations import removal
 from storage.s3 import S3Storage
 from tests.backends import FailingDeletes, s3_moto_section
 from tests.conftest import make_config

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pypi import auth
+from pypi.index import auth
 from tests.conftest import basic
 from tests.dists import digests, make_sdist, make_wheel, metadata_text
 from tests.uploading import upload
@@ -406,8 +406,8 @@ def test_store_down_gives_503_then_retry_succeeds(config, db, users, wheel):
 
 
 def test_failed_commit_removes_stored_objects(app, testapp, db, users, wheel, monkeypatch):
-    from pypi import packages
-    from pypi.db import DatabaseError
+    from pypi.index import packages
+    from pypi.index.db import DatabaseError
 
     def broken_add_file(*a, **kw):
         raise DatabaseError("disk full")

@@ -8,7 +8,7 @@ import sys
 import storage
 from pypi import config as config_mod
 from pypi.config import Config, ConfigError
-from pypi.db import Database, DatabaseError
+from pypi.index.db import Database, DatabaseError
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 import storage
-from pypi import fsck as fsck_mod
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
+from pypi.operations import fsck as fsck_mod
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pypi import packages, removal
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
-from pypi.db import Database
+from pypi.index import packages
+from pypi.index.db import Database
+from pypi.operations import removal
 
 
 def register(sub: argparse._SubParsersAction) -> None:

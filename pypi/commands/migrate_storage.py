@@ -1,6 +1,6 @@
 """``cloudpypi migrate-storage --to OTHER.ini``: copy every package object to another backend.
 
-The copying is ``pypi.migration``'s; this module reads the two configurations,
+The copying is ``pypi.operations.copy_objects``'s; this module reads the two configurations,
 opens both backends and reports.
 """
 
@@ -11,10 +11,10 @@ import os
 import sys
 
 from pypi import config as config_mod
-from pypi import objects
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
 from pypi.config import Config, ConfigError
-from pypi.migration import Failure, Migration, Progress
+from pypi.index import objects
+from pypi.operations.copy_objects import Failure, Migration, Progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,10 +7,11 @@ import signal
 import sys
 
 from cdn import purge as cdn_purge
-from pypi import cache_keys, outbox, purge_worker
 from pypi.commands.common import add_config_option, fail, load_config, open_database
 from pypi.config import Config, ConfigError
-from pypi.db import Database
+from pypi.index import cache_keys, outbox
+from pypi.index.db import Database
+from pypi.operations import purge_worker
 
 #: ``purge --status`` exits 1 when a row has failed this often (a CDN that keeps refusing).
 FAIL_AFTER = 5

@@ -7,14 +7,14 @@ import logging
 from collections.abc import Callable
 
 from cdn.purge import PurgerMisconfigured, flag
-from pypi import prefork
 from pypi.app import make_app
 from pypi.commands.common import add_config_option, load_config, open_database, open_storage
 from pypi.commands.purge import open_worker
 from pypi.config import Config, ConfigError
-from pypi.db import Database
-from pypi.memory import tune_malloc
-from pypi.purge_worker import PurgeWorker
+from pypi.index.db import Database
+from pypi.operations.purge_worker import PurgeWorker
+from pypi.server import prefork
+from pypi.server.memory import tune_malloc
 
 log = logging.getLogger("cloudpypi")
 #: Room for the form's text fields around the largest file.

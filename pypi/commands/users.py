@@ -6,8 +6,8 @@ import argparse
 import getpass
 import sys
 
-from pypi import auth, cache_keys, journal, outbox, packages
 from pypi.commands.common import add_config_option, fail, load_config, open_database
+from pypi.index import auth, cache_keys, journal, outbox, packages
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,8 +12,8 @@ from webob.static import FileIter
 
 import storage
 from cdn import policy
-from pypi.responses import error, redirect, tag
 from pypi.services import Services
+from pypi.views.responses import error, redirect, tag
 
 BLOCK = 256 * 1024
 

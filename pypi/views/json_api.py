@@ -6,34 +6,15 @@ import hashlib
 import json
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 from webob import Request, Response
 
 from cdn import policy
-from pypi import cache_keys, packages
-from pypi.responses import error, redirect, tag
+from pypi.index import cache_keys, packages
+from pypi.index.packages import latest_release
 from pypi.services import Services
+from pypi.views.responses import error, redirect, tag
 
 _DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
-
-
-def _parsed(version: str):
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return None
-
-
-def latest_release(releases: list):
-    """pypi.org's choice: the newest stable, unyanked release; else the newest unyanked; else the newest."""
-
-    def newest(rows):
-        rows = [r for r in rows if _parsed(r["version"]) is not None]
-        return max(rows, key=lambda r: _parsed(r["version"])) if rows else None
-
-    unyanked = [r for r in releases if not r["yanked"]]
-    stable = [r for r in unyanked if not _parsed(r["version"]) or not _parsed(r["version"]).is_prerelease]
-    return newest(stable) or newest(unyanked) or newest(releases) or (releases[-1] if releases else None)
 
 
 def _file(svc: Services, f) -> dict:

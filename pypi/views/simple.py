@@ -13,9 +13,9 @@ from webob import Request, Response
 from webob.acceptparse import create_accept_header
 
 from cdn import policy
-from pypi import cache_keys, journal, packages
-from pypi.responses import error, redirect, tag
+from pypi.index import cache_keys, journal, packages
 from pypi.services import Services
+from pypi.views.responses import error, redirect, tag
 
 API_VERSION = "1.1"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"

@@ -1,7 +1,7 @@
 """The legacy upload API (POST /legacy/, / and /pypi) that twine and distutils speak.
 
 Authentication is checked before the body is read; the body is then parsed
-by pypi.spool and handed to the upload pipeline. Every answer is private.
+by pypi.upload.spool and handed to the upload pipeline. Every answer is private.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import os
 
 from webob import Request, Response
 
-from pypi import auth
-from pypi.db import DatabaseError
-from pypi.memory import release_free_memory
-from pypi.responses import error, tag
+from pypi.index import auth
+from pypi.index.db import DatabaseError
+from pypi.server.memory import release_free_memory
 from pypi.services import Services
-from pypi.spool import Form, FormError, read_form
-from pypi.upload import UploadError
+from pypi.upload.pipeline import UploadError
+from pypi.upload.spool import Form, FormError, read_form
+from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
 #: Room for the form's text fields around the file itself.

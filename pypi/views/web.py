@@ -9,11 +9,11 @@ from packaging.utils import canonicalize_name
 from webob import Request, Response
 
 from cdn import policy
-from pypi import cache_keys, journal, packages
-from pypi.readme import render_description
-from pypi.responses import error, redirect, tag
+from pypi.index import cache_keys, journal, packages
+from pypi.index.packages import latest_release
 from pypi.services import Services
-from pypi.views.json_api import latest_release
+from pypi.views.readme import render_description
+from pypi.views.responses import error, redirect, tag
 
 _env = Environment(
     loader=PackageLoader("pypi", "templates"),

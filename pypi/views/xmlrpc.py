@@ -23,12 +23,12 @@ from packaging.version import InvalidVersion, Version
 from webob import Request, Response
 
 from cdn import policy
-from pypi import cache_keys, journal, packages
-from pypi.db import Tx
-from pypi.responses import error, tag
+from pypi.index import cache_keys, journal, packages
+from pypi.index.db import Tx
+from pypi.index.packages import latest_release
 from pypi.services import Services
 from pypi.views import upload
-from pypi.views.json_api import latest_release
+from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
 

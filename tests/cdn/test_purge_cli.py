@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pypi.db import Database
-from pypi.purge_worker import pending
+from pypi.index.db import Database
+from pypi.operations.purge_worker import pending
 from tests.services.live_server import CLOUDPYPI, ROOT, cloudpypi, write_config
 
 

@@ -9,8 +9,8 @@ import threading
 import time
 
 from cdn.purge import PurgeError, Purger
-from pypi import cache_keys, outbox
-from pypi.purge_worker import PurgeWorker, WorkerSettings, pending, retry_delay
+from pypi.index import cache_keys, outbox
+from pypi.operations.purge_worker import PurgeWorker, WorkerSettings, pending, retry_delay
 
 
 class FakePurger(Purger):
@@ -162,7 +162,7 @@ def test_the_poll_finds_rows_written_elsewhere(db):
 
 def test_two_workers_never_send_the_same_row(db_url, db):
     """PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the claim's write transaction and its lease."""
-    from pypi.db import Database
+    from pypi.index.db import Database
 
     queue(db, {f"project/p{i}": [] for i in range(40)})
     purgers = [FakePurger(delay=0.3), FakePurger(delay=0.3)]
@@ -205,7 +205,7 @@ def test_upload_succeeds_when_the_after_commit_hook_fails(config, db, users, tmp
 
 def test_a_worker_skips_rows_another_is_sending_instead_of_waiting(db_url, db):
     """While worker A is stuck sending its batch (rows locked or leased), B takes the rest at once."""
-    from pypi.db import Database
+    from pypi.index.db import Database
 
     queue(db, {f"project/p{i}": [] for i in range(4)})
     release = threading.Event()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cdn.purgers.varnish import VarnishPurger
-from pypi.db import Database
-from pypi.purge_worker import pending
+from pypi.index.db import Database
+from pypi.operations.purge_worker import pending
 from tests.dists import make_wheel
 from tests.e2e.clients import client_env, fresh_venv, run
 from tests.services.live_server import LiveServer, cloudpypi, free_port, start_server, write_config

@@ -9,7 +9,7 @@ from packaging.metadata import ExceptionGroup, InvalidMetadata, Metadata, RawMet
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from pypi.spool import Form
+from pypi.upload.spool import Form
 
 _NAME_CHARS = "Start and end with a letter or numeral containing only ASCII numeric and '.', '_' and '-'."
 
@@ -22,7 +22,7 @@ class InvalidMetadataError(ValueError):
 class ReleaseMetadata:
     name: str
     version: Version
-    #: Release columns (see pypi.packages.release_values).
+    #: Release columns (see pypi.index.packages.release_values).
     fields: dict[str, Any]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from pypi.db import IntegrityError, Tx, utcnow
+from pypi.index.db import IntegrityError, Tx, utcnow
 
 ROLES = ("owner", "maintainer")
 TOKEN_USERNAME = "__token__"

@@ -1,4 +1,4 @@
-"""The upload pipeline: validate -> (spooled and hashed by pypi.spool) -> store -> commit.
+"""The upload pipeline: validate -> (spooled and hashed by pypi.upload.spool) -> store -> commit.
 
 Ordering makes it safe: the file is stored first, then the database row is
 committed; if the commit fails, the stored objects are removed (unless a row
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 import storage
-from pypi import auth, cache_keys, journal, outbox, packages
-from pypi.auth import User
-from pypi.db import Database, DatabaseError, IntegrityError, Tx, utcnow
-from pypi.distfile import (
+from pypi.index import auth, cache_keys, journal, outbox, packages
+from pypi.index.auth import User
+from pypi.index.db import Database, DatabaseError, IntegrityError, Tx, utcnow
+from pypi.index.objects import CONTENT_TYPES
+from pypi.upload.distfile import (
     EXTENSIONS,
     InvalidFile,
     check_filename,
@@ -30,12 +31,11 @@ from pypi.distfile import (
     check_sdist,
     wheel_metadata,
 )
-from pypi.form_metadata import InvalidMetadataError, ReleaseMetadata, from_form
-from pypi.spool import Form, SpooledFile
+from pypi.upload.metadata import InvalidMetadataError, ReleaseMetadata, from_form
+from pypi.upload.spool import Form, SpooledFile
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {".whl": "application/zip", ".zip": "application/zip", ".tar.gz": "application/x-tar"}
 FILE_REUSE = "See https://pypi.org/help/#file-name-reuse for more information."
 
 

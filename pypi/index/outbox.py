@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from pypi.db import Tx, utcnow
+from pypi.index.db import Tx, utcnow
 
 
 def enqueue(tx: Tx, purges: Mapping[str, Sequence[str]]) -> None:

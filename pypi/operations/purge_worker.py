@@ -1,6 +1,6 @@
 """Delivers the purge outbox to the CDN after commit, retrying until the CDN confirms.
 
-Rows are written by ``pypi.outbox.enqueue`` in the same transaction as the
+Rows are written by ``pypi.index.outbox.enqueue`` in the same transaction as the
 change. A worker claims the rows that are due, sends them through the
 configured purger (a whole batch in one call), deletes them when the purger
 confirms, and otherwise reschedules them with exponential backoff and
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cdn.purge import PurgeError, Purger
-from pypi.db import Database, DatabaseError, Tx
+from pypi.index.db import Database, DatabaseError, Tx
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from packaging.utils import canonicalize_name, canonicalize_version
+from packaging.version import InvalidVersion, Version
 
-from pypi.db import Tx, utcnow
+from pypi.index.db import Tx, utcnow
 
 #: Release metadata columns that hold plain text, and the form fields they come from.
 TEXT_FIELDS = (
@@ -174,3 +175,22 @@ def project_counts(tx: Tx) -> tuple[int, int, int]:
         "(SELECT COUNT(*) FROM files) AS f"
     )
     return int(row["p"]), int(row["r"]), int(row["f"])
+
+
+def _parsed(version: str):
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
+
+
+def latest_release(releases: list):
+    """pypi.org's choice: the newest stable, unyanked release; else the newest unyanked; else the newest."""
+
+    def newest(rows):
+        rows = [r for r in rows if _parsed(r["version"]) is not None]
+        return max(rows, key=lambda r: _parsed(r["version"])) if rows else None
+
+    unyanked = [r for r in releases if not r["yanked"]]
+    stable = [r for r in unyanked if not _parsed(r["version"]) or not _parsed(r["version"]).is_prerelease]
+    return newest(stable) or newest(unyanked) or newest(releases) or (releases[-1] if releases else None)

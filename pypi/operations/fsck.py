@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import storage
-from pypi import packages
-from pypi.db import Database
-from pypi.migration import sha256_of
-from pypi.objects import METADATA_SUFFIX, PACKAGES_PREFIX, StoredObject, file_path_of, referenced
+from pypi.index import packages
+from pypi.index.db import Database
+from pypi.index.objects import METADATA_SUFFIX, PACKAGES_PREFIX, StoredObject, file_path_of, referenced
+from pypi.operations.copy_objects import sha256_of
 
 MISSING = "missing"
 ORPHAN = "orphan"

@@ -3,7 +3,7 @@
 Every file row names one object (``files.path``); a wheel whose METADATA was
 extracted (``metadata_sha256`` set) names a second one at ``path + ".metadata"``.
 migrate-storage copies exactly these, fsck checks them, and both give each
-object the content type and metadata the upload pipeline (``pypi.upload``)
+object the content type and metadata the upload pipeline (``pypi.upload.pipeline``)
 stored it with.
 """
 
@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pypi.db import Tx
-from pypi.upload import CONTENT_TYPES
+from pypi.index.db import Tx
 
+#: The Content-Type each kind of distribution file is stored with.
+CONTENT_TYPES = {".whl": "application/zip", ".zip": "application/zip", ".tar.gz": "application/x-tar"}
 #: The suffix of a wheel's METADATA object (PEP 658), next to the wheel.
 METADATA_SUFFIX = ".metadata"
 METADATA_CONTENT_TYPE = "text/plain; charset=utf-8"

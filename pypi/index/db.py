@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
-SCHEMA_PACKAGE = "pypi.schema"
+SCHEMA_PACKAGE = "pypi.index.schema"
 _ID = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "postgresql": "BIGSERIAL PRIMARY KEY",

@@ -16,7 +16,7 @@ command line. Each object is:
   when every attempt failed. Nothing is skipped silently.
 
 Objects are stored with the content type and metadata the upload pipeline
-gives them (``pypi.objects``).
+gives them (``pypi.index.objects``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 import storage
-from pypi.objects import PACKAGES_PREFIX, StoredObject
+from pypi.index.objects import PACKAGES_PREFIX, StoredObject
 
 CHUNK = 1024 * 1024
 #: An object up to this size is spooled in memory; a larger one in a temporary file.

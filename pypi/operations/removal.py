@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import storage
-from pypi import cache_keys, journal, outbox, packages
-from pypi.db import Database, Tx
-from pypi.objects import METADATA_SUFFIX
+from pypi.index import cache_keys, journal, outbox, packages
+from pypi.index.db import Database, Tx
+from pypi.index.objects import METADATA_SUFFIX
 
 
 class RemovalError(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pypi.db import Tx, utcnow
+from pypi.index.db import Tx, utcnow
 
 
 def record(tx: Tx, name: str, version: str | None, action: str, by: str | None) -> int:

@@ -1,0 +1,1 @@
+"""Operations on a whole index: fsck, copying objects between stores, removal, the purge worker."""

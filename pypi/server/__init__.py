@@ -1,0 +1,1 @@
+"""The server process: workers, signals and memory settings."""
