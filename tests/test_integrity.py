@@ -92,3 +92,39 @@ def test_a_constraint_error_that_is_not_a_duplicate_filename_is_not_file_exists(
     assert "File already exists" not in r.text
     assert "conflicted with a concurrent change" in r.status and "retry" in r.text
     assert stored(app) == [] and file_paths(db) == []
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_migration_0002_continues_the_serials_of_an_existing_journal(dialect, tmp_path, request, monkeypatch):
+    from pypi.index import changes, journal
+
+    url = (
+        f"sqlite:///{tmp_path}/old.sqlite3"
+        if dialect == "sqlite"
+        else request.getfixturevalue("postgres_server").new_database()
+    )
+    old = Database(url)
+    every = old.migrations()
+    monkeypatch.setattr(Database, "migrations", lambda self: [m for m in every if m[0] == 1])
+    assert old.migrate() == [1]
+    with old.transaction(write=True) as tx:  # a journal written by the old code: ids from the sequence
+        packages.create_project(tx, "Old.Project")
+        for action in ("create", "add Owner x", "new release"):
+            tx.insert(
+                "INSERT INTO journal (name, version, action, submitted_date) VALUES (?, ?, ?, ?)",
+                ("Old.Project", None, action, "2020-01-01T00:00:00Z"),
+            )
+    monkeypatch.undo()
+    assert 2 in old.migrate()
+    with old.reading() as tx:
+        assert journal.last_serial(tx) == 3
+    with old.transaction(write=True) as tx:
+        change = changes.record(tx, "old.project", "1.0", "yank release", None)
+        legacy = journal.record(tx, "Old.Project", "1.0", "unyank release", None)
+    assert (legacy, change.serial) == (4, 5)  # the legacy call takes its serial at once
+    with old.reading() as tx:
+        assert journal.last_serial(tx) == 5
+        assert [r["id"] for r in journal.since(tx, 3)] == [4, 5]
+        assert packages.get_project(tx, "old-project")["last_serial"] == 5
+        assert tx.scalar("SELECT COUNT(*) FROM purge_outbox") == 2  # the project's key and the recent list
+    old.close()
