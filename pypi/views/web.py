@@ -38,6 +38,7 @@ def home(svc: Services, request: Request) -> Response:
                 [cache_keys.INDEX_KEY],
                 query=query,
                 results=packages.search_projects(tx, query),
+                index_url=svc.config.public_url + "/simple/",
             )
         serial = journal.last_serial(tx)
         body = svc.renders.get_or_render(
@@ -46,7 +47,7 @@ def home(svc: Services, request: Request) -> Response:
                 site_name=svc.config.webui.site_name,
                 counts=packages.project_counts(tx),
                 recent=packages.recent_releases(tx),
-                index_url=(svc.config.webui.url or request.host_url) + "/simple/",
+                index_url=svc.config.public_url + "/simple/",
             ),
         )
     response = Response(body=body.encode("utf-8"), content_type="text/html", charset="utf-8")
