@@ -87,5 +87,7 @@ def _render_release(svc: Services, row, release, releases, files) -> str:
         releases=list(reversed(releases)),
         files=[dict(f, url=svc.urls.file_url(f["path"])) for f in files],
         urls=urls,
+        license_files=json.loads(release["license_files"] or "[]"),
+        dynamic=json.loads(release["dynamic"] or "[]"),
         description=render_description(release["description"], release["description_content_type"]),
     )
