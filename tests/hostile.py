@@ -8,6 +8,7 @@ import os
 import struct
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -30,38 +31,76 @@ class Zeros(io.RawIOBase):
         return n
 
 
-def _patch_sizes(path: str, member: str, declared: int) -> None:
-    """Make ``member``'s local and central headers claim ``declared`` uncompressed bytes."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(member)
-        start_dir = zf.start_dir
-    with open(path, "r+b") as f:
-        f.seek(info.header_offset + 22)
-        f.write(struct.pack("<I", declared))
-        f.seek(start_dir)
-        data = f.read()
-        pos = 0
-        while data[pos : pos + 4] == b"PK\x01\x02":
-            n, m, k = struct.unpack("<HHH", data[pos + 28 : pos + 34])
-            if data[pos + 46 : pos + 46 + n].decode() == member:
-                f.seek(start_dir + pos + 24)
-                f.write(struct.pack("<I", declared))
-            pos += 46 + n + m + k
+def _zeros_deflated(size: int) -> bytes:
+    """Raw deflate of ``size`` zero bytes, built from one compressed MiB repeated (instant even
+    for 1 GiB: after a full flush the compressor restarts, so every MiB compresses the same)."""
+    mib = bytes(1 << 20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    c.compress(mib)
+    c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(mib) + c.flush(zlib.Z_FULL_FLUSH)
+    return block * (size >> 20) + c.flush()
 
 
 def bomb_wheel(directory: str, name: str, version: str, *, inflated: int, declared: int = 200) -> str:
-    """A wheel whose METADATA header claims ``declared`` bytes but whose data inflates to ``inflated``."""
+    """A wheel whose METADATA header claims ``declared`` bytes but whose data inflates to ``inflated``
+    (zeros after a real METADATA text)."""
     dn = dist_name(name)
     path = os.path.join(directory, f"{dn}-{version}-py3-none-any.whl")
     member = f"{dn}-{version}.dist-info/METADATA"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    head = metadata_text(name, version).encode()
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH) + _zeros_deflated(inflated)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(f"{dn}/__init__.py", "")
-        with zf.open(zipfile.ZipInfo(member), "w") as out:
-            out.write(metadata_text(name, version).encode())
-            zeros = bytes(1 << 20)
-            for _ in range(inflated >> 20):
-                out.write(zeros)
-    _patch_sizes(path, member, declared)
+    # Append the METADATA entry by hand: local header, data, then a new central directory.
+    with zipfile.ZipFile(path) as zf:
+        first = zf.infolist()[0]
+        start_dir = zf.start_dir
+    with open(path, "r+b") as f:
+        f.seek(start_dir)
+        central = f.read()
+        central = central[: central.index(b"PK\x05\x06")]
+        f.seek(start_dir)
+        offset = f.tell()
+        name_bytes = member.encode()
+        crc = zlib.crc32(head)
+        f.write(
+            struct.pack(
+                "<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), declared, len(name_bytes), 0
+            )
+        )
+        f.write(name_bytes)
+        f.write(data)
+        new_dir = f.tell()
+        f.write(central)
+        f.write(
+            struct.pack(
+                "<4s6H3I5H2I",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                8,
+                0,
+                0,
+                crc,
+                len(data),
+                declared,
+                len(name_bytes),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+        )
+        f.write(name_bytes)
+        end = f.tell()
+        f.write(struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 2, 2, end - new_dir, new_dir, 0))
+        f.truncate()
+    assert first.filename.endswith("__init__.py")
     return path
 
 

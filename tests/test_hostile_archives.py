@@ -6,6 +6,7 @@ Each is refused with 400 naming the member, nothing is stored, and memory stays 
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import tracemalloc
 
@@ -136,3 +137,91 @@ def test_links_inside_the_archive_are_accepted(testapp, db, users, tmp_path):
     )
     upload(testapp, s, name="demo", version="1.0")
     upload(testapp, make_sdist(str(tmp_path / ".."), "other", "1.0"), name="other", version="1.0")
+
+
+# -- a live server refusing a 1 GiB METADATA bomb keeps its memory flat ------------------
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _post_upload(url: str, path: str, name: str, version: str) -> tuple[int, str]:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import PASSWORD
+    from tests.dists import digests
+
+    boundary = "----cloudpypi-bomb"
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "metadata_version": "2.1",
+        "name": name,
+        "version": version,
+        "filetype": "bdist_wheel",
+        "pyversion": "py3",
+        **digests(path),
+    }
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    with open(path, "rb") as f:
+        content = f.read()
+    parts.append(
+        f"--{boundary}\r\nContent-Disposition: form-data; "
+        f'name="content"; filename="{os.path.basename(path)}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        url + "/legacy/",
+        data=b"".join(parts),
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Authorization": f"Basic {token}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_live_server_refuses_1gib_metadata_bomb_with_flat_memory(tmp_path):
+    from tests.conftest import PASSWORD
+    from tests.dists import make_wheel
+    from tests.services.live_server import cloudpypi, start_server, write_config
+
+    config = write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": f"sqlite:///{tmp_path}/i.sqlite3"},
+        },
+    )
+    cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
+    server = start_server(config)
+    try:
+        (tmp_path / "ok").mkdir()
+        status, text = _post_upload(
+            server.url, make_wheel(str(tmp_path / "ok"), "demo", "1.0"), "demo", "1.0"
+        )
+        assert status == 200, text  # warm: every code path of an upload has run once
+        idle = _peak_rss_kib(server.proc.pid)
+        bomb = bomb_wheel(str(tmp_path), "demo", "2.0", inflated=1 << 30)
+        status, text = _post_upload(server.url, bomb, "demo", "2.0")
+        peak = _peak_rss_kib(server.proc.pid)
+    finally:
+        server.stop()
+    assert status == 400, text
+    assert "demo-2.0.dist-info/METADATA" in text
+    print(f"peak RSS idle {idle} KiB, after the 1 GiB METADATA bomb {peak} KiB (+{peak - idle} KiB)")
+    assert peak - idle < 20 * 1024, (idle, peak)
