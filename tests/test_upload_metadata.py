@@ -169,3 +169,10 @@ def test_release_without_2_4_fields_has_nulls(testapp, users, wheel):
     upload(testapp, wheel, name="demo", version="1.0")
     info = testapp.get("/pypi/demo/json").json["info"]
     assert info["license_expression"] is None and info["license_files"] is None and info["dynamic"] is None
+
+
+def test_distutils_unknown_values_are_dropped(testapp, users, wheel):
+    # distutils sends "UNKNOWN" for home_page, author_email, ...: dropped, as pypi.org does.
+    upload(testapp, wheel, name="demo", version="1.0", home_page="UNKNOWN", author_email="UNKNOWN")
+    info = testapp.get("/pypi/demo/json").json["info"]
+    assert info["home_page"] == "" and info["author_email"] == ""

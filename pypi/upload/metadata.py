@@ -92,7 +92,13 @@ def _values(form: Form, key: str) -> list[str]:
 
 
 def from_form(form: Form) -> ReleaseMetadata:
-    """Validate name, version and the other metadata fields (``packaging`` plus pypi.org's rules)."""
+    """Validate name, version and the other metadata fields (``packaging`` plus pypi.org's rules).
+
+    distutils sends ``UNKNOWN`` for every field it has no value for: such values are dropped,
+    as pypi.org does, before anything is checked.
+    """
+    for key in list(form.fields):
+        form.fields[key] = [v for v in form.fields[key] if v.strip() != "UNKNOWN"]
     for key, values in form.fields.items():
         if any("\x00" in v for v in values):
             raise InvalidMetadataError(f"Invalid value for {key}. Error: Null bytes are not allowed.")
