@@ -225,3 +225,18 @@ def test_live_server_refuses_1gib_metadata_bomb_with_flat_memory(tmp_path):
     assert "demo-2.0.dist-info/METADATA" in text
     print(f"peak RSS idle {idle} KiB, after the 1 GiB METADATA bomb {peak} KiB (+{peak - idle} KiB)")
     assert peak - idle < 20 * 1024, (idle, peak)
+
+
+def test_zip_with_too_many_members_is_refused_before_parsing(testapp, app, db, users, tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setattr(distfile, "MAX_MEMBERS", 50)
+    w = wheel_with(str(tmp_path), "demo", "1.0", extra={f"demo/m{i}.py": b"" for i in range(60)})
+    parsed = []
+    real = zipfile.ZipFile.__init__
+    monkeypatch.setattr(
+        zipfile.ZipFile, "__init__", lambda self, *a, **kw: parsed.append(a) or real(self, *a, **kw)
+    )
+    r = upload(testapp, w, name="demo", version="1.0", status=400)
+    refused_cleanly(app, db, r, 400, "demo-1.0-py3-none-any.whl has more than 50 members.")
+    assert parsed == []  # refused from the end record, before zipfile built 60 headers

@@ -197,6 +197,16 @@ def _check_ratio(inflated: int, compressed: int) -> None:
         )
 
 
+def _open_zip(path: str, filename: str) -> zipfile.ZipFile:
+    """The zip, once its end record says it has at most MAX_MEMBERS members: ZipFile builds
+    every member's header in memory, so a zip of millions of empty members is refused first."""
+    with open(path, "rb") as f:
+        end = zipfile._EndRecData(f)  # type: ignore[attr-defined]  # stable since Python 2
+    if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # type: ignore[attr-defined]
+        raise InvalidFile(f"Invalid distribution file. {filename} has more than {MAX_MEMBERS} members.")
+    return zipfile.ZipFile(path)
+
+
 def _zip_members(zf: zipfile.ZipFile, path: str, filename: str) -> list[zipfile.ZipInfo]:
     """Every member, checked: safe names, no links out, known compression, sane ratio."""
     infos = zf.infolist()
@@ -263,7 +273,7 @@ def wheel_metadata(path: str, filename: str, project: str, version: Version) -> 
     stream (MAX_METADATA).
     """
     try:
-        with zipfile.ZipFile(path) as zf:
+        with _open_zip(path, filename) as zf:
             infos = _zip_members(zf, path, filename)
             candidates = [i for i in infos if re.fullmatch(r"[^/]+\.dist-info/METADATA", i.filename)]
             if len(candidates) != 1:
@@ -300,7 +310,7 @@ def check_sdist(path: str, filename: str) -> bytes:
     """
     try:
         if filename.endswith(".zip"):
-            with zipfile.ZipFile(path) as zf:
+            with _open_zip(path, filename) as zf:
                 infos = _zip_members(zf, path, filename)
                 found = [i for i in infos if re.fullmatch(r"[^/]+/PKG-INFO", i.filename)]
                 if not found:
