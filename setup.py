@@ -12,7 +12,10 @@ setup(
     install_requires=[
         "WebOb>=1.8",
         "waitress>=2.1",
-        "packaging>=23",
+        "packaging>=24.2",  # packaging.licenses (SPDX License-Expression)
+        "trove-classifiers",
+        "email-validator>=2",
+        "rfc3986>=2",
         "argon2-cffi>=21",
         "readme_renderer[md]>=37",
         "Jinja2>=3.1",

@@ -18,7 +18,7 @@ from pypi.index.db import Database, DatabaseError
 from pypi.index.render_cache import RenderCache
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
-from pypi.views import files, json_api, simple, upload, web, xmlrpc
+from pypi.views import files, guard, json_api, simple, upload, web, xmlrpc
 from pypi.views.responses import error
 
 log = logging.getLogger("cloudpypi")
@@ -28,6 +28,7 @@ View = Callable[..., Response]
 #: (methods, path pattern, view). Named groups become keyword arguments.
 ROUTES: list[tuple[tuple[str, ...], str, View]] = [
     (("GET", "HEAD"), r"/simple/", simple.index),
+    (("GET", "HEAD"), r"/simple", simple.slashless),
     (("GET", "HEAD"), r"/simple/(?P<name>[^/]+)/?", simple.project),
     (("GET", "HEAD"), r"/pypi/(?P<name>[^/]+)/json", json_api.project_json),
     (("GET", "HEAD"), r"/pypi/(?P<name>[^/]+)/(?P<version>[^/]+)/json", json_api.project_json),
@@ -52,16 +53,34 @@ class App:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         started = time.perf_counter()
-        response = self._dispatch(request)
-        self._finish(response)
+        try:
+            response = guard.refuse(request) or self._dispatch(request)
+            self._finish(response)
+        except Exception:  # the one place an unexpected error becomes an answer
+            log.exception("error on %s %r", request.method, environ.get("PATH_INFO"))
+            response = self._internal_error()
+        location = response.headers.get("Location")
+        if location and location.startswith("/") and not location.startswith("//"):
+            # WebOb would make it absolute from the request's Host: a cached 301 must not depend on it.
+            response.headers["Location"] = self.services.config.public_url + location
+        bad = guard.unsafe_headers(response)
+        if bad:
+            log.error("%s %r: unsendable header value in %s", request.method, environ.get("PATH_INFO"), bad)
+            response = self._internal_error()
         log.debug(
-            "%s %s -> %s in %.1f ms",
+            "%s %r -> %s in %.1f ms",
             request.method,
-            request.path,
+            environ.get("PATH_INFO"),
             response.status,
             (time.perf_counter() - started) * 1000,
         )
         return response(environ, start_response)
+
+    def _internal_error(self) -> Response:
+        """A plain 500: no traceback, no detail, never cached."""
+        response = error(500, "Internal Server Error")
+        self._finish(response)
+        return response
 
     def _dispatch(self, request: Request) -> Response:
         path = request.path_info or "/"
@@ -73,17 +92,21 @@ class App:
             if request.method not in methods:
                 allowed |= methods
                 continue
+            args = m.groupdict()
+            refused = guard.unknown_name(args.get("name") or "", args.get("version") or "")
+            if refused is not None:
+                return refused
             try:
-                return view(self.services, request, **m.groupdict())
+                return view(self.services, request, **args)
             except DatabaseError as exc:
                 log.error("database error on %s %s: %s", request.method, path, exc)
                 return error(503, "Service Unavailable: the database cannot be reached")
             except storage.StorageUnavailable as exc:
                 log.error("storage error on %s %s: %s", request.method, path, exc)
                 return error(503, "Service Unavailable: the package store cannot be reached")
-            except Exception:
-                log.exception("error on %s %s", request.method, path)
-                return error(500, "Internal Server Error")
+            except UnicodeDecodeError as exc:  # a form or header that is not UTF-8
+                log.info("undecodable input on %s %s: %s", request.method, path, exc)
+                return error(400, "Bad Request: the request is not valid UTF-8")
         if allowed:
             response = error(405, "Method Not Allowed")
             response.allow = sorted(allowed)

@@ -88,6 +88,20 @@ class Config:
     def data_dir(self) -> str:
         return self.server.data_dir
 
+    @property
+    def public_url(self) -> str:
+        """The index's absolute URL for links in pages a shared cache keeps (never the request's
+        Host or X-Forwarded-*): ``[webui] url``, else the address ``serve`` listens on
+        (``localhost`` for a wildcard address)."""
+        if self.webui.url:
+            return self.webui.url
+        host = self.server.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
+
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.I)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

@@ -164,7 +164,7 @@ def test_json_api_shape(testapp, published):
         "blake2b_256": d["blake2_256_digest"],
     }
     assert f["size"] > 0 and f["upload_time_iso_8601"].endswith("Z") and len(f["upload_time"]) == 19
-    assert f["url"].startswith("/packages/")
+    assert f["url"].startswith("http://127.0.0.1:8080/packages/")  # absolute, from serve's address
 
 
 def test_json_api_version(testapp, published):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -61,6 +62,8 @@ def serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     threads = args.threads or config.server.threads
     workers = args.workers or config.server.workers
+    # Pages link to the address served (Config.public_url) when [webui] url is empty.
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
     # Fail fast, before any worker starts: schema migrated, storage reachable, purger valid.
     open_database(config).close()
     open_storage(config).close()

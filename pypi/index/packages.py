@@ -14,6 +14,7 @@ from pypi.index.db import Tx, utcnow
 #: Release metadata columns that hold plain text, and the form fields they come from.
 TEXT_FIELDS = (
     "metadata_version",
+    "license_expression",
     "summary",
     "description",
     "description_content_type",
@@ -29,7 +30,7 @@ TEXT_FIELDS = (
     "platform",
 )
 #: Columns holding JSON lists.
-LIST_FIELDS = ("classifiers", "requires_dist", "provides_extra")
+LIST_FIELDS = ("classifiers", "requires_dist", "provides_extra", "license_files", "dynamic")
 
 FILE_COLUMNS = (
     "f.id, f.filename, f.path, f.size, f.md5_digest, f.sha256_digest, f.blake2_256_digest, "

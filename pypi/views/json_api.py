@@ -17,6 +17,12 @@ from pypi.views.responses import error, redirect, tag
 _DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
 
 
+def absolute(svc: Services, url: str) -> str:
+    """A root-relative link made absolute from the configured address (pypi.org's JSON has
+    absolute URLs), never from the request's Host."""
+    return svc.config.public_url + url if url.startswith("/") else url
+
+
 def _file(svc: Services, f) -> dict:
     upload_time = f["upload_time"]
     return {
@@ -36,14 +42,14 @@ def _file(svc: Services, f) -> dict:
         "size": f["size"],
         "upload_time": upload_time[:19],
         "upload_time_iso_8601": upload_time,
-        "url": svc.urls.file_url(f["path"]),
+        "url": absolute(svc, svc.urls.file_url(f["path"])),
         "yanked": bool(f["yanked"]),
         "yanked_reason": f["yanked_reason"] or None,
     }
 
 
 def _info(svc: Services, project, release) -> dict:
-    base = svc.config.webui.url
+    base = svc.config.public_url
     name = project["normalized_name"]
     urls = json.loads(release["project_urls"] or "{}")
     if release["home_page"]:
@@ -60,10 +66,12 @@ def _info(svc: Services, project, release) -> dict:
         "docs_url": None,
         "download_url": release["download_url"],
         "downloads": _DOWNLOADS,
-        "dynamic": None,
+        "dynamic": json.loads(release["dynamic"] or "[]") or None,
         "home_page": release["home_page"],
         "keywords": release["keywords"],
         "license": release["license"],
+        "license_expression": release["license_expression"] or None,
+        "license_files": json.loads(release["license_files"] or "[]") or None,
         "maintainer": release["maintainer"],
         "maintainer_email": release["maintainer_email"],
         "name": project["name"],

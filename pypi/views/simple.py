@@ -62,6 +62,12 @@ def _response(page: tuple[bytes, str], content_type: str, serial: int, keys: lis
     return tag(response, policy.INDEX, keys)
 
 
+def slashless(svc: Services, request: Request) -> Response:
+    """/simple: 301 to /simple/ as on pypi.org (bandersnatch's simple-API mode asks for it)."""
+    query = f"?{request.query_string}" if request.query_string else ""
+    return redirect("/simple/" + query, keys=[cache_keys.INDEX_KEY])
+
+
 def index(svc: Services, request: Request) -> Response:
     """/simple/: every project."""
     content_type = negotiate(request)

@@ -38,6 +38,7 @@ def home(svc: Services, request: Request) -> Response:
                 [cache_keys.INDEX_KEY],
                 query=query,
                 results=packages.search_projects(tx, query),
+                index_url=svc.config.public_url + "/simple/",
             )
         serial = journal.last_serial(tx)
         body = svc.renders.get_or_render(
@@ -46,7 +47,7 @@ def home(svc: Services, request: Request) -> Response:
                 site_name=svc.config.webui.site_name,
                 counts=packages.project_counts(tx),
                 recent=packages.recent_releases(tx),
-                index_url=(svc.config.webui.url or request.host_url) + "/simple/",
+                index_url=svc.config.public_url + "/simple/",
             ),
         )
     response = Response(body=body.encode("utf-8"), content_type="text/html", charset="utf-8")
@@ -86,5 +87,7 @@ def _render_release(svc: Services, row, release, releases, files) -> str:
         releases=list(reversed(releases)),
         files=[dict(f, url=svc.urls.file_url(f["path"])) for f in files],
         urls=urls,
+        license_files=json.loads(release["license_files"] or "[]"),
+        dynamic=json.loads(release["dynamic"] or "[]"),
         description=render_description(release["description"], release["description_content_type"]),
     )

@@ -27,7 +27,7 @@ from pypi.index import cache_keys, journal, packages
 from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
-from pypi.views import upload
+from pypi.views import json_api, upload
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,22 @@ def rpc(svc: Services, request: Request) -> Response:
         return error(413, f"Request Entity Too Large: XML-RPC calls are limited to {MAX_BODY} bytes")
     try:
         params, method = xmlrpc.client.loads(body, use_builtin_types=True)
-    except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as exc:
+    except xmlrpc.client.Fault:
+        return _fault(PARSE_ERROR, "parse error; a fault is not a method call")
+    except (ExpatError, xmlrpc.client.Error, ValueError, TypeError, LookupError, OverflowError) as exc:
         return _fault(PARSE_ERROR, f"parse error; not well formed: {exc}")
-    func = METHODS.get(method or "")
+    if not isinstance(method, str):
+        return _fault(METHOD_NOT_FOUND, "server error; no methodName: send a methodCall")
+    func = METHODS.get(method)
     if func is None:
         return _fault(METHOD_NOT_FOUND, f"server error; requested method not found: {method!r}")
+    oversized = _oversized_int(params)
+    if oversized is not None:
+        return _fault(
+            INVALID_PARAMS,
+            f"server error; invalid method parameters for {method}: "
+            f"integer {oversized} does not fit in 64 bits",
+        )
     try:
         inspect.signature(func).bind(svc, None, *params)
     except TypeError as exc:
@@ -86,6 +97,26 @@ def rpc(svc: Services, request: Request) -> Response:
     response = _xml(xmlrpc.client.dumps((result,), methodresponse=True, encoding="utf-8"))
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     return response
+
+
+#: XML-RPC's <int> is 32 bits; the <i8> extension 64. Larger values are refused, not sent to SQL.
+INT64 = range(-(2**63), 2**63)
+
+
+def _oversized_int(value: Any, depth: int = 0) -> int | None:
+    """The first integer in ``value`` (nested lists and structs) outside 64 bits, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if value in INT64 else value
+    if depth < 32 and isinstance(value, (list, tuple)):
+        for item in value:
+            found = _oversized_int(item, depth + 1)
+            if found is not None:
+                return found
+    if depth < 32 and isinstance(value, dict):
+        return _oversized_int(list(value.values()), depth + 1)
+    return None
 
 
 def _xml(text: str) -> Response:
@@ -189,7 +220,7 @@ def release_urls(svc: Services, tx: Tx, name: str, version: str) -> list[dict[st
             "size": _xml_int(f["size"]),
             "upload_time": f["upload_time"][:19],
             "upload_time_iso_8601": f["upload_time"],
-            "url": svc.urls.file_url(f["path"]),
+            "url": json_api.absolute(svc, svc.urls.file_url(f["path"])),
             "yanked": bool(f["yanked"]),
             "yanked_reason": f["yanked_reason"] or "",
         }
@@ -204,7 +235,7 @@ def release_data(svc: Services, tx: Tx, name: str, version: str) -> dict[str, An
         return {}
     urls = json.loads(release["project_urls"] or "{}")
     latest = latest_release(packages.releases(tx, project["id"]))
-    base = svc.config.webui.url
+    base = svc.config.public_url
     return {
         "name": project["name"],
         "version": release["version"],
@@ -217,6 +248,9 @@ def release_data(svc: Services, tx: Tx, name: str, version: str) -> dict[str, An
         "maintainer": release["maintainer"],
         "maintainer_email": release["maintainer_email"],
         "license": release["license"],
+        "license_expression": release["license_expression"],
+        "license_files": json.loads(release["license_files"] or "[]"),
+        "dynamic": json.loads(release["dynamic"] or "[]"),
         "keywords": release["keywords"],
         "home_page": release["home_page"],
         "download_url": release["download_url"],
