@@ -110,12 +110,16 @@ class Mirror:
 
     def _run(self) -> None:
         with self.db.transaction() as tx:
-            state = tx.one("SELECT last_serial FROM upstream_state WHERE upstream = ?", (self.settings.url,))
+            state = tx.one(
+                "SELECT last_serial, settings FROM upstream_state WHERE upstream = ?", (self.settings.url,)
+            )
             local = {
                 r["normalized_name"]: r
                 for r in tx.all("SELECT name, normalized_name, origin, upstream_serial FROM projects")
             }
-        since = int(state["last_serial"]) if state else 0
+        fingerprint = self._fingerprint()
+        same_settings = state is not None and state["settings"] == fingerprint
+        since = int(state["last_serial"]) if same_settings else 0
         newest = self.client.last_serial()
         todo: dict[str, int] = {}
         changed = self.client.changed_since(since) if since and newest is not None else None
@@ -129,7 +133,7 @@ class Mirror:
                 if not self.filters.wants_project(name):
                     continue
                 row = local.get(name)
-                if row is not None and serial and int(row["upstream_serial"]) == serial:
+                if same_settings and row is not None and serial and int(row["upstream_serial"]) == serial:
                     continue  # unchanged since the last sync
                 todo[name] = serial
             # Projects upstream no longer has, or the filters no longer want.
@@ -158,13 +162,20 @@ class Mirror:
         if newest is not None and not self.report.failures and not self.dry_run:
             with self.db.transaction(write=True) as tx:
                 if tx.execute(
-                    "UPDATE upstream_state SET last_serial = ?, updated = ? WHERE upstream = ?",
-                    (newest, utcnow(), self.settings.url),
+                    "UPDATE upstream_state SET last_serial = ?, settings = ?, updated = ? WHERE upstream = ?",
+                    (newest, fingerprint, utcnow(), self.settings.url),
                 ).rowcount == 0:
                     tx.execute(
-                        "INSERT INTO upstream_state (upstream, last_serial, updated) VALUES (?, ?, ?)",
-                        (self.settings.url, newest, utcnow()),
+                        "INSERT INTO upstream_state (upstream, last_serial, settings, updated) "
+                        "VALUES (?, ?, ?, ?)",
+                        (self.settings.url, newest, fingerprint, utcnow()),
                     )
+
+    def _fingerprint(self) -> str:
+        """The settings that choose what is taken; when they change, the next run is a full one."""
+        s = self.settings
+        return repr((s.projects, s.exclude, s.allow_shadowing, s.prereleases, s.platforms, s.latest,
+                     s.max_file_size))
 
     def _fail(self, message: str) -> None:
         with self._lock:

@@ -279,16 +279,28 @@ def test_dependency_confusion_local_name_never_shows_upstream(cloud_upstream, tm
     """The attack: upstream has 'up-alpha' 1.1 while the company's own up-alpha is 0.1 here.
     pip must get the local 0.1, in proxy and in mirror mode, unless an operator allows it."""
     folder = tmp_path / "index"
-    config = index_config(folder, cloud_upstream.url + "/simple/", "proxy", page_ttl="0")
+    # The company's own package is uploaded first (upstream's same name appears later) ...
+    config = index_config(folder, cloud_upstream.url + "/simple/", "off")
     server = start_server(config)
     try:
         cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
-        local = make_wheel(str(tmp_path), "up-alpha", "0.1")
-        twine(server.url + "/legacy/", tmp_path, local)
+        twine(server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-alpha", "0.1"))
+    finally:
+        server.stop()
+    # ... then the proxy is turned on.
+    config = index_config(folder, cloud_upstream.url + "/simple/", "proxy", page_ttl="0")
+    server = start_server(config)
+    try:
+        # Uploads to the local name still work; to a new name that upstream has, they are refused.
+        twine(server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-alpha", "0.2"))
+        refused = twine(server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-gamma", "7.0"),
+                        check=False)
+        assert refused.returncode != 0 and "dependency confusion" in refused.stdout, refused.stdout
         page = simple_json(server.url, "up-alpha")
-        assert [f["filename"] for f in page["files"]] == ["up_alpha-0.1-py3-none-any.whl"]
+        assert [f["filename"] for f in page["files"]] == [
+            "up_alpha-0.1-py3-none-any.whl", "up_alpha-0.2-py3-none-any.whl"]
         python, _ = pip_install(tmp_path, server.url + "/simple/", "up-alpha")
-        assert module_version(python, "up_alpha") == "0.1"
+        assert module_version(python, "up_alpha") == "0.2"
     finally:
         server.stop()
     # Mirror mode on the same index: the local name is not taken either ...
@@ -302,7 +314,8 @@ def test_dependency_confusion_local_name_never_shows_upstream(cloud_upstream, tm
     server = start_server(allowed)
     try:
         names = {f["filename"] for f in simple_json(server.url, "up-alpha")["files"]}
-        assert "up_alpha-0.1-py3-none-any.whl" in names and "up_alpha-1.1-py3-none-any.whl" in names
+        assert {"up_alpha-0.1-py3-none-any.whl", "up_alpha-0.2-py3-none-any.whl",
+                "up_alpha-1.1-py3-none-any.whl"} <= names
     finally:
         server.stop()
 

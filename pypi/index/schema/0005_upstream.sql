@@ -21,9 +21,11 @@ CREATE TABLE upstream_pages (
     last_good DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 
--- Mirror state per upstream URL: the last upstream serial fully synced.
+-- Mirror state per upstream URL: the last upstream serial fully synced, and a digest
+-- of the settings that choose what is taken (a change makes the next run a full one).
 CREATE TABLE upstream_state (
     upstream TEXT PRIMARY KEY,
     last_serial BIGINT NOT NULL DEFAULT 0,
+    settings TEXT NOT NULL DEFAULT '',
     updated TEXT NOT NULL
 );
