@@ -21,8 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "0 when everything is in sync, 1 with a summary naming what failed (e.g. a hash mismatch).",
     )
     add_config_option(p)
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="projects synced at once (default: [upstream] jobs, 4)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="projects synced at once (default: [upstream] jobs, 4)",
+    )
     p.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     p.set_defaults(func=mirror)
@@ -50,7 +55,9 @@ def mirror(args: argparse.Namespace) -> int:
 
     try:
         engine = Mirror(
-            db, store, settings,
+            db,
+            store,
+            settings,
             tmp_dir=os.path.join(config.data_dir, "tmp"),
             jobs=args.jobs or settings.jobs,
             dry_run=args.dry_run,
@@ -63,7 +70,9 @@ def mirror(args: argparse.Namespace) -> int:
             from pypi.commands.purge import open_worker
 
             delivered = open_worker(config, db).deliver_all()
-            print(f"CDN purges: {delivered.sent} sent, {delivered.failed} failed (retried by the purge worker)")
+            print(
+                f"CDN purges: {delivered.sent} sent, {delivered.failed} failed (retried by the purge worker)"
+            )
     finally:
         store.close()
         db.close()

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 import xmlrpc.client
@@ -96,7 +95,9 @@ class UpstreamClient:
 
     # -- HTTP ------------------------------------------------------------
     def _open(self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None):
-        request = urllib.request.Request(url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})})
+        request = urllib.request.Request(
+            url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})}
+        )
         if self._auth and urlsplit(url).netloc == self._host:
             request.add_header("Authorization", self._auth)
         try:
@@ -105,7 +106,7 @@ class UpstreamClient:
             exc.close()
             kind = UpstreamUnavailable if exc.code >= 500 else UpstreamError
             raise kind(f"upstream answered {exc.code} for {_safe(url)}", exc.code) from None
-        except (urllib.error.URLError, OSError, socket.timeout) as exc:
+        except (TimeoutError, urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {reason}") from None
 
@@ -114,7 +115,7 @@ class UpstreamClient:
         with self._open(url, headers={"Accept": accept}) as response:
             try:
                 body = response.read()
-            except (OSError, socket.timeout) as exc:
+            except (TimeoutError, OSError) as exc:
                 raise UpstreamUnavailable(f"upstream stopped answering ({_safe(url)}): {exc}") from None
             return body, response.geturl(), {k.lower(): v for k, v in response.headers.items()}
 
@@ -218,7 +219,7 @@ def _blocks(response: Any, url: str) -> Iterator[bytes]:
     while True:
         try:
             block = response.read(BLOCK)
-        except (OSError, socket.timeout) as exc:
+        except (TimeoutError, OSError) as exc:
             raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: {exc}") from None
         if not block:
             return

@@ -44,7 +44,8 @@ def fetch_and_store(
     try:
         if not _same(got.sha256, f.sha256):
             raise HashMismatch(
-                f"{f.filename}: upstream's sha256 is {f.sha256} but its bytes hash to {got.sha256}; not stored"
+                f"{f.filename}: upstream's sha256 is {f.sha256} "
+                f"but its bytes hash to {got.sha256}; not stored"
             )
         if f.blake2_256 and not _same(got.blake2_256, f.blake2_256):
             raise HashMismatch(f"{f.filename}: the blake2b-256 does not match upstream's; not stored")
@@ -56,7 +57,10 @@ def fetch_and_store(
         store.put_file(path, got.path, content_type=content_type_of(f.filename), metadata=meta)
         if metadata is not None:
             store.put(
-                path + METADATA_SUFFIX, io.BytesIO(metadata), content_type=METADATA_CONTENT_TYPE, metadata=meta
+                path + METADATA_SUFFIX,
+                io.BytesIO(metadata),
+                content_type=METADATA_CONTENT_TYPE,
+                metadata=meta,
             )
         return StoredFile(
             path=path,
@@ -70,7 +74,9 @@ def fetch_and_store(
         os.unlink(got.path)
 
 
-def _metadata(client: UpstreamClient, f: UpstreamFile, local: str, project: str, version: str) -> bytes | None:
+def _metadata(
+    client: UpstreamClient, f: UpstreamFile, local: str, project: str, version: str
+) -> bytes | None:
     """Upstream's PEP 658 metadata when offered (verified), else the wheel's own METADATA."""
     if f.metadata_sha256:
         try:

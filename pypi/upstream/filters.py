@@ -24,8 +24,10 @@ from pypi.upstream.client import UpstreamFile
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     n = canonicalize_name(name)
-    return any(fnmatch.fnmatchcase(n, canonicalize_name(p) if "*" not in p and "?" not in p else p.lower())
-               for p in patterns)
+    return any(
+        fnmatch.fnmatchcase(n, canonicalize_name(p) if "*" not in p and "?" not in p else p.lower())
+        for p in patterns
+    )
 
 
 def version_of(filename: str) -> str | None:

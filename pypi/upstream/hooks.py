@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from packaging.utils import canonicalize_name
+
 import storage
 from pypi.config import Config
 from pypi.index.db import Database
@@ -18,9 +20,6 @@ def upstream_parts(
     settings = config.upstream
     if settings.mode == "off":
         return None, None
-    allowed = set()
-    from packaging.utils import canonicalize_name
-
     allowed = {canonicalize_name(n) for n in settings.allow_shadowing}
     if settings.mode == "proxy":
         proxy = UpstreamProxy(db, store, settings, tmp_dir=os.path.join(config.data_dir, "tmp"))

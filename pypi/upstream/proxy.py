@@ -27,7 +27,13 @@ from pypi.index import cache_keys, journal, outbox
 from pypi.index.db import Database, IntegrityError
 from pypi.upload.pipeline import UploadError
 from pypi.upstream import records
-from pypi.upstream.client import HashMismatch, UpstreamClient, UpstreamError, UpstreamFile, UpstreamUnavailable
+from pypi.upstream.client import (
+    HashMismatch,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamFile,
+    UpstreamUnavailable,
+)
 from pypi.upstream.fetch import fetch_and_store
 from pypi.upstream.filters import Filters
 from pypi.views.responses import error
@@ -91,8 +97,9 @@ class UpstreamProxy:
             return NOTHING
         with self.db.reading() as tx:
             origin = records.origin_of(tx, normalized)
-            page = tx.one("SELECT status, digest, fetched FROM upstream_pages WHERE normalized_name = ?",
-                          (normalized,))
+            page = tx.one(
+                "SELECT status, digest, fetched FROM upstream_pages WHERE normalized_name = ?", (normalized,)
+            )
         if origin == records.MIRROR or (origin == records.LOCAL and normalized not in self.allowed):
             return NOTHING  # local wins: dependency confusion
         proxied = origin is not None
@@ -106,7 +113,9 @@ class UpstreamProxy:
                 return Answer(warning=STALE_WARNING, proxied=True)
             status = 504 if "timed out" in str(exc) else 502
             kind = "unreachable" if isinstance(exc, UpstreamUnavailable) else "failing"
-            return Answer(error=error(status, f"Bad Gateway: upstream is {kind} and {name!r} is not cached here"))
+            return Answer(
+                error=error(status, f"Bad Gateway: upstream is {kind} and {name!r} is not cached here")
+            )
         if upstream is None:
             with self.db.transaction(write=True) as tx:
                 orphaned = records.remove_project(tx, normalized, by=BY) if origin == records.PROXY else []
@@ -128,10 +137,14 @@ class UpstreamProxy:
 
     def _remember(self, tx, normalized: str, status: int, digest: str) -> None:
         now = self.clock()
-        if tx.execute(
-            "UPDATE upstream_pages SET status = ?, digest = ?, fetched = ?, last_good = ? WHERE normalized_name = ?",
-            (status, digest, now, now, normalized),
-        ).rowcount == 0:
+        if (
+            tx.execute(
+                "UPDATE upstream_pages SET status = ?, digest = ?, fetched = ?, last_good = ? "
+                "WHERE normalized_name = ?",
+                (status, digest, now, now, normalized),
+            ).rowcount
+            == 0
+        ):
             tx.execute(
                 "INSERT INTO upstream_pages (normalized_name, status, digest, fetched, last_good) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -166,11 +179,15 @@ class UpstreamProxy:
                 return self._pull(row, path)
             except HashMismatch as exc:
                 log.error("proxy: %s", exc)
-                return error(502, f"Bad Gateway: upstream's bytes for {row['filename']} do not match its sha256")
+                return error(
+                    502, f"Bad Gateway: upstream's bytes for {row['filename']} do not match its sha256"
+                )
             except UpstreamUnavailable as exc:
                 log.warning("proxy: %s", exc)
-                return error(504 if "timed out" in str(exc) else 502,
-                             f"Bad Gateway: upstream is unreachable and {row['filename']} is not stored here")
+                return error(
+                    504 if "timed out" in str(exc) else 502,
+                    f"Bad Gateway: upstream is unreachable and {row['filename']} is not stored here",
+                )
             except UpstreamError as exc:
                 log.warning("proxy: %s", exc)
                 return error(502, f"Bad Gateway: upstream failed for {row['filename']}")
@@ -184,7 +201,12 @@ class UpstreamProxy:
             metadata_sha256=row["metadata_sha256"] if row["upstream_metadata_url"] else None,
         )
         stored = fetch_and_store(
-            self.client, self.store, f, row["normalized_name"], self.tmp_dir, path=row["path"],
+            self.client,
+            self.store,
+            f,
+            row["normalized_name"],
+            self.tmp_dir,
+            path=row["path"],
             max_size=self.settings.max_file_size,
         )
         with self.db.transaction(write=True) as tx:

@@ -138,7 +138,9 @@ class Mirror:
                 todo[name] = serial
             # Projects upstream no longer has, or the filters no longer want.
             for name, row in local.items():
-                if row["origin"] == records.MIRROR and (name not in listing or not self.filters.wants_project(name)):
+                if row["origin"] == records.MIRROR and (
+                    name not in listing or not self.filters.wants_project(name)
+                ):
                     self._remove_project(name)
         total = len(todo)
         self.progress(f"{total} projects to sync from {self.settings.url}")
@@ -161,10 +163,14 @@ class Mirror:
         pool.shutdown()
         if newest is not None and not self.report.failures and not self.dry_run:
             with self.db.transaction(write=True) as tx:
-                if tx.execute(
-                    "UPDATE upstream_state SET last_serial = ?, settings = ?, updated = ? WHERE upstream = ?",
-                    (newest, fingerprint, utcnow(), self.settings.url),
-                ).rowcount == 0:
+                if (
+                    tx.execute(
+                        "UPDATE upstream_state SET last_serial = ?, settings = ?, updated = ? "
+                        "WHERE upstream = ?",
+                        (newest, fingerprint, utcnow(), self.settings.url),
+                    ).rowcount
+                    == 0
+                ):
                     tx.execute(
                         "INSERT INTO upstream_state (upstream, last_serial, settings, updated) "
                         "VALUES (?, ?, ?, ?)",
@@ -174,8 +180,9 @@ class Mirror:
     def _fingerprint(self) -> str:
         """The settings that choose what is taken; when they change, the next run is a full one."""
         s = self.settings
-        return repr((s.projects, s.exclude, s.allow_shadowing, s.prereleases, s.platforms, s.latest,
-                     s.max_file_size))
+        return repr(
+            (s.projects, s.exclude, s.allow_shadowing, s.prereleases, s.platforms, s.latest, s.max_file_size)
+        )
 
     def _fail(self, message: str) -> None:
         with self._lock:
@@ -198,7 +205,9 @@ class Mirror:
             origin = records.origin_of(tx, normalized)
             project = packages.get_project(tx, normalized)
             existing = set(records.upstream_files(tx, project["id"])) if project else set()
-        if origin == records.LOCAL and normalized not in {canonicalize_name(n) for n in self.settings.allow_shadowing}:
+        if origin == records.LOCAL and normalized not in {
+            canonicalize_name(n) for n in self.settings.allow_shadowing
+        }:
             with self._lock:
                 self.report.shadowed.append(normalized)
             return "exists locally, not taken from upstream"

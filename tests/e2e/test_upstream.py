@@ -27,7 +27,12 @@ TWINE = [sys.executable, "-m", "twine"]
 
 
 def _meta(name: str, version: str, *requires: str, requires_python: str = "") -> str:
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {name} from upstream"]
+    lines = [
+        "Metadata-Version: 2.1",
+        f"Name: {name}",
+        f"Version: {version}",
+        f"Summary: {name} from upstream",
+    ]
     lines += [f"Requires-Dist: {r}" for r in requires]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
@@ -35,8 +40,23 @@ def _meta(name: str, version: str, *requires: str, requires_python: str = "") ->
 
 
 def twine(url: str, home: Path, *files: str | Path, check: bool = True):
-    return run([*TWINE, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url", url,
-                "-u", "alice", "-p", PASSWORD, *files], env=client_env(home=home), check=check)
+    return run(
+        [
+            *TWINE,
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            url,
+            "-u",
+            "alice",
+            "-p",
+            PASSWORD,
+            *files,
+        ],
+        env=client_env(home=home),
+        check=check,
+    )
 
 
 def get(url: str, accept: str = "application/vnd.pypi.simple.v1+json"):
@@ -49,20 +69,27 @@ def get(url: str, accept: str = "application/vnd.pypi.simple.v1+json"):
         return exc.code, exc.headers, exc.read()
 
 
-def index_config(folder: Path, upstream_url: str, mode: str, storage: dict | None = None, **upstream: str) -> str:
+def index_config(
+    folder: Path, upstream_url: str, mode: str, storage: dict | None = None, **upstream: str
+) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    return write_config(str(folder / "config.ini"), {
-        "server": {"data_dir": str(folder / "data")},
-        "database": {"url": f"sqlite:///{folder}/index.sqlite3"},
-        "storage": storage or {"backend": "local"},
-        "upstream": {"url": upstream_url, "mode": mode, "timeout": "3", **upstream},
-    })
+    return write_config(
+        str(folder / "config.ini"),
+        {
+            "server": {"data_dir": str(folder / "data")},
+            "database": {"url": f"sqlite:///{folder}/index.sqlite3"},
+            "storage": storage or {"backend": "local"},
+            "upstream": {"url": upstream_url, "mode": mode, "timeout": "3", **upstream},
+        },
+    )
 
 
 def pip_install(tmp: Path, index: str, *reqs: str) -> tuple[Path, str]:
     python = fresh_venv(tmp / "venv")
-    out = run([python, "-m", "pip", "install", "--no-cache-dir", "--index-url", index, *reqs],
-              env=client_env(home=tmp)).stdout
+    out = run(
+        [python, "-m", "pip", "install", "--no-cache-dir", "--index-url", index, *reqs],
+        env=client_env(home=tmp),
+    ).stdout
     return python, out
 
 
@@ -79,8 +106,13 @@ def dists(tmp_path_factory) -> dict[str, str]:
     files = {
         "alpha-1.0.whl": make_wheel(d, "up-alpha", "1.0"),
         "alpha-1.0.tar.gz": make_sdist(d, "up-alpha", "1.0"),
-        "alpha-1.1.whl": make_wheel(d, "up-alpha", "1.1", metadata=_meta("up-alpha", "1.1", requires_python=">=3.8"),
-                                    requires_python=">=3.8"),
+        "alpha-1.1.whl": make_wheel(
+            d,
+            "up-alpha",
+            "1.1",
+            metadata=_meta("up-alpha", "1.1", requires_python=">=3.8"),
+            requires_python=">=3.8",
+        ),
         "alpha-2.0rc1.whl": make_wheel(d, "up-alpha", "2.0rc1"),
         "beta-1.0.whl": make_wheel(d, "up-beta", "1.0", metadata=_meta("up-beta", "1.0", "up-alpha>=1.0")),
         "gamma-1.0.whl": make_wheel(d, "up-gamma", "1.0", tag="cp311-cp311-manylinux_2_17_x86_64"),
@@ -93,11 +125,14 @@ def dists(tmp_path_factory) -> dict[str, str]:
 def cloud_upstream(tmp_path_factory, dists):
     """A CloudPyPI holding up-alpha, up-beta and up-gamma, uploaded by twine."""
     folder = tmp_path_factory.mktemp("cloud-upstream")
-    config = write_config(str(folder / "config.ini"), {
-        "server": {"data_dir": str(folder / "data")},
-        "database": {"url": f"sqlite:///{folder}/index.sqlite3"},
-        "storage": {"backend": "local"},
-    })
+    config = write_config(
+        str(folder / "config.ini"),
+        {
+            "server": {"data_dir": str(folder / "data")},
+            "database": {"url": f"sqlite:///{folder}/index.sqlite3"},
+            "storage": {"backend": "local"},
+        },
+    )
     server = start_server(config)
     try:
         cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
@@ -120,7 +155,8 @@ def write_static_tree(root: Path, projects: dict[str, list[tuple[str, bytes, dic
             extra = " ".join(f'{k}="{v}"' for k, v in attrs.items())
             links.append(f'<a href="../../packages/{filename}#sha256={sha}" {extra}>{filename}</a><br/>')
         (root / "simple" / name / "index.html").write_text(
-            f"<!DOCTYPE html><html><body><h1>Links for {name}</h1>{''.join(links)}</body></html>")
+            f"<!DOCTYPE html><html><body><h1>Links for {name}</h1>{''.join(links)}</body></html>"
+        )
         index.append(f'<a href="{name}/">{name}</a>')
     (root / "simple" / "index.html").write_text(f"<html><body>{''.join(index)}</body></html>")
 
@@ -134,8 +170,19 @@ class StaticServer:
 
     def start(self) -> StaticServer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1", "--directory", str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(self.root),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -205,14 +252,20 @@ def simple_json(index_url: str, name: str) -> dict:
 def test_proxy_pip_install_through_it_on_s3(cloud_upstream, moto_s3, moto_s3_bucket, tmp_path, dists):
     from tests.backends import s3_moto_section
 
-    config = index_config(tmp_path / "proxy", cloud_upstream.url + "/simple/", "proxy",
-                          storage=s3_moto_section(moto_s3, moto_s3_bucket), page_ttl="60")
+    config = index_config(
+        tmp_path / "proxy",
+        cloud_upstream.url + "/simple/",
+        "proxy",
+        storage=s3_moto_section(moto_s3, moto_s3_bucket),
+        page_ttl="60",
+    )
     server = start_server(config)
     try:
         page = simple_json(server.url, "up-alpha")
         upstream_page = simple_json(cloud_upstream.url, "up-alpha")
         assert {f["filename"]: f["hashes"]["sha256"] for f in page["files"]} == {
-            f["filename"]: f["hashes"]["sha256"] for f in upstream_page["files"]}
+            f["filename"]: f["hashes"]["sha256"] for f in upstream_page["files"]
+        }
         # Links are this index's own file URLs, not upstream's.
         assert all(f["url"].startswith("/packages/") for f in page["files"]), page["files"]
         wheel11 = next(f for f in page["files"] if f["filename"] == "up_alpha-1.1-py3-none-any.whl")
@@ -293,12 +346,15 @@ def test_dependency_confusion_local_name_never_shows_upstream(cloud_upstream, tm
     try:
         # Uploads to the local name still work; to a new name that upstream has, they are refused.
         twine(server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-alpha", "0.2"))
-        refused = twine(server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-gamma", "7.0"),
-                        check=False)
+        refused = twine(
+            server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-gamma", "7.0"), check=False
+        )
         assert refused.returncode != 0 and "dependency confusion" in refused.stdout, refused.stdout
         page = simple_json(server.url, "up-alpha")
         assert [f["filename"] for f in page["files"]] == [
-            "up_alpha-0.1-py3-none-any.whl", "up_alpha-0.2-py3-none-any.whl"]
+            "up_alpha-0.1-py3-none-any.whl",
+            "up_alpha-0.2-py3-none-any.whl",
+        ]
         python, _ = pip_install(tmp_path, server.url + "/simple/", "up-alpha")
         assert module_version(python, "up_alpha") == "0.2"
     finally:
@@ -308,14 +364,18 @@ def test_dependency_confusion_local_name_never_shows_upstream(cloud_upstream, tm
     done = cloudpypi("mirror", config=mirror_cfg)
     assert "not taken from upstream" in done.stdout and "up-alpha" in done.stdout
     # ... until the operator allows that name explicitly.
-    allowed = index_config(folder, cloud_upstream.url + "/simple/", "mirror", projects="up-alpha",
-                           allow_shadowing="up-alpha")
+    allowed = index_config(
+        folder, cloud_upstream.url + "/simple/", "mirror", projects="up-alpha", allow_shadowing="up-alpha"
+    )
     cloudpypi("mirror", config=allowed)
     server = start_server(allowed)
     try:
         names = {f["filename"] for f in simple_json(server.url, "up-alpha")["files"]}
-        assert {"up_alpha-0.1-py3-none-any.whl", "up_alpha-0.2-py3-none-any.whl",
-                "up_alpha-1.1-py3-none-any.whl"} <= names
+        assert {
+            "up_alpha-0.1-py3-none-any.whl",
+            "up_alpha-0.2-py3-none-any.whl",
+            "up_alpha-1.1-py3-none-any.whl",
+        } <= names
     finally:
         server.stop()
 
@@ -334,14 +394,17 @@ def test_mirror_cloudpypi_pip_then_incremental(cloud_upstream, tmp_path):
             ours, theirs = simple_json(server.url, name), simple_json(cloud_upstream.url, name)
             keep = ("filename", "hashes", "requires-python", "size", "upload-time", "yanked", "core-metadata")
             assert sorted(({k: f[k] for k in keep} for f in ours["files"]), key=str) == sorted(
-                ({k: f[k] for k in keep} for f in theirs["files"]), key=str)
+                ({k: f[k] for k in keep} for f in theirs["files"]), key=str
+            )
         info = get_json(server.url + "/pypi/up-beta/json")["info"]
         assert info["summary"] == "up-beta from upstream" and info["requires_dist"] == ["up-alpha>=1.0"]
         python, _ = pip_install(tmp_path, server.url + "/simple/", "up-beta")
         assert module_version(python, "up_alpha") == "1.1"
         # An upload to a mirrored name is refused.
         cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
-        refused = twine(server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-beta", "9.0"), check=False)
+        refused = twine(
+            server.url + "/legacy/", tmp_path, make_wheel(str(tmp_path), "up-beta", "9.0"), check=False
+        )
         assert refused.returncode != 0 and "dependency confusion" in refused.stdout
 
         # Upstream changes: a yank, a new release, a removed file. The rerun is incremental.
@@ -357,20 +420,30 @@ def test_mirror_cloudpypi_pip_then_incremental(cloud_upstream, tmp_path):
         assert files["up_alpha-1.1-py3-none-any.whl"]["yanked"] == "bad build"
         assert "up_alpha-1.2-py3-none-any.whl" in files
         assert [f["filename"] for f in simple_json(server.url, "up-gamma")["files"]] == [
-            "up_gamma-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"]
+            "up_gamma-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+        ]
         nothing = cloudpypi("mirror", config=config)
         assert "0 files added" in nothing.stdout and "in sync" in nothing.stdout
     finally:
         server.stop()
 
 
-def test_mirror_static_tree_filters_and_hash_mismatch_on_s3(static_upstream, moto_s3, moto_s3_bucket, tmp_path):
+def test_mirror_static_tree_filters_and_hash_mismatch_on_s3(
+    static_upstream, moto_s3, moto_s3_bucket, tmp_path
+):
     from tests.backends import s3_moto_section
 
-    config = index_config(tmp_path / "m", static_upstream.url, "mirror",
-                          storage=s3_moto_section(moto_s3, moto_s3_bucket),
-                          projects="st-*", exclude="st-skip", prereleases="false", platforms="any",
-                          latest="1")
+    config = index_config(
+        tmp_path / "m",
+        static_upstream.url,
+        "mirror",
+        storage=s3_moto_section(moto_s3, moto_s3_bucket),
+        projects="st-*",
+        exclude="st-skip",
+        prereleases="false",
+        platforms="any",
+        latest="1",
+    )
     done = cloudpypi("mirror", config=config, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "hash mismatch" in done.stdout and "st_two-1.0-py3-none-any.whl" in done.stdout
@@ -408,8 +481,9 @@ def test_mirror_interrupted_then_resumed(static_upstream, tmp_path):
             return super().download(url, dest_dir, max_size=max_size)
 
     with pytest.raises(KeyboardInterrupt):
-        Mirror(db, store, cfg.upstream, tmp_dir=tmp_dir, jobs=1,
-               client=Interrupted(static_upstream.url)).run()
+        Mirror(
+            db, store, cfg.upstream, tmp_dir=tmp_dir, jobs=1, client=Interrupted(static_upstream.url)
+        ).run()
     assert not list(Path(tmp_dir).glob("*.part"))
     with db.transaction() as tx:
         rows = tx.all("SELECT path FROM files")
@@ -418,6 +492,11 @@ def test_mirror_interrupted_then_resumed(static_upstream, tmp_path):
     assert report.ok, report.summary()
     with db.transaction() as tx:
         names = {r["filename"] for r in tx.all("SELECT filename FROM files")}
-    assert names == {"st_one-1.0-py3-none-any.whl", "st_one-1.1-py3-none-any.whl", "st_one-1.1.tar.gz",
-                     "st_one-2.0b1-py3-none-any.whl", "st_skip-1.0-py3-none-any.whl",
-                     "st_plat-1.0-cp311-cp311-win_amd64.whl"}
+    assert names == {
+        "st_one-1.0-py3-none-any.whl",
+        "st_one-1.1-py3-none-any.whl",
+        "st_one-1.1.tar.gz",
+        "st_one-2.0b1-py3-none-any.whl",
+        "st_skip-1.0-py3-none-any.whl",
+        "st_plat-1.0-cp311-cp311-win_amd64.whl",
+    }
