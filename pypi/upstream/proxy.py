@@ -11,6 +11,9 @@ is served with a Warning header; a project never seen gets a 502/504 within
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import logging
 import threading
 import time
@@ -25,6 +28,7 @@ from cdn import policy
 from pypi.config import UpstreamSettings
 from pypi.index import cache_keys, journal, outbox
 from pypi.index.db import Database, IntegrityError
+from pypi.index.objects import METADATA_CONTENT_TYPE, object_metadata
 from pypi.upload.pipeline import UploadError
 from pypi.upstream import records
 from pypi.upstream.client import (
@@ -174,8 +178,10 @@ class UpstreamProxy:
             try:
                 if self.store.exists(path):
                     return None
-                if path.endswith(".metadata") and row["stored"]:
-                    return None  # the wheel is stored, its METADATA was not extracted: a plain 404
+                if path.endswith(".metadata"):
+                    if row["stored"] or not row["upstream_metadata_url"]:
+                        return None  # no METADATA to fetch: a plain 404
+                    return self._pull_metadata(row, path)
                 return self._pull(row, path)
             except HashMismatch as exc:
                 log.error("proxy: %s", exc)
@@ -191,6 +197,16 @@ class UpstreamProxy:
             except UpstreamError as exc:
                 log.warning("proxy: %s", exc)
                 return error(502, f"Bad Gateway: upstream failed for {row['filename']}")
+
+    def _pull_metadata(self, row, path: str) -> None:
+        """pip asks for a wheel's PEP 658 metadata first: fetch only that, verified."""
+        data = self.client.fetch_bytes(row["upstream_metadata_url"])
+        if not hmac.compare_digest(
+            hashlib.sha256(data).hexdigest().encode(), row["metadata_sha256"].encode()
+        ):
+            raise HashMismatch(f"{row['filename']}.metadata: does not match upstream's sha256; not stored")
+        meta = object_metadata(row["normalized_name"], row["version"], row["sha256_digest"])
+        self.store.put(path, io.BytesIO(data), content_type=METADATA_CONTENT_TYPE, metadata=meta)
 
     def _pull(self, row, path: str) -> None:
         f = UpstreamFile(

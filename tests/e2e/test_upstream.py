@@ -223,6 +223,13 @@ def test_proxy_pip_install_through_it_on_s3(cloud_upstream, moto_s3, moto_s3_buc
         assert any(k.endswith("up_beta-1.0-py3-none-any.whl") for k in keys), keys
         assert any(k.endswith("up_alpha-1.1-py3-none-any.whl") for k in keys), keys
         assert not any("2.0rc1" in k for k in keys)  # only what was downloaded is stored
+        # PEP 658: pip reads the metadata first; the proxy fetches only that (verified), not the wheel.
+        rc1 = next(f for f in page["files"] if "2.0rc1" in f["filename"])
+        status, _h, body = get(server.url + rc1["url"] + ".metadata", accept="*/*")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == rc1["core-metadata"]["sha256"]
+        keys = {o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=moto_s3_bucket).get("Contents", [])}
+        assert any(k.endswith("2.0rc1-py3-none-any.whl.metadata") for k in keys)
+        assert not any(k.endswith("2.0rc1-py3-none-any.whl") for k in keys)
         # The stored file is served from storage with upstream's bytes.
         url = server.url + wheel11["url"]
         status, _h, body = get(url, accept="*/*")
