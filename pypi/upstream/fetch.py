@@ -77,7 +77,21 @@ def fetch_and_store(
 def _metadata(
     client: UpstreamClient, f: UpstreamFile, local: str, project: str, version: str
 ) -> bytes | None:
-    """Upstream's PEP 658 metadata when offered (verified), else the wheel's own METADATA."""
+    """Upstream's PEP 658 metadata when offered (verified), else the wheel's own METADATA.
+
+    The wheel's own METADATA is tried first: when its sha256 is the one upstream
+    advertises, it is upstream's file, and one request per wheel is saved.
+    """
+    own = None
+    if f.filename.endswith(".whl"):
+        try:
+            own = wheel_metadata(local, f.filename, project, Version(version))
+        except (InvalidFile, ValueError):
+            own = None
+    if own is not None and (
+        not f.metadata_sha256 or _same(hashlib.sha256(own).hexdigest(), f.metadata_sha256)
+    ):
+        return own
     if f.metadata_sha256:
         try:
             data = client.fetch_bytes(f.url + METADATA_SUFFIX)
@@ -87,9 +101,4 @@ def _metadata(
             if not _same(hashlib.sha256(data).hexdigest(), f.metadata_sha256):
                 raise HashMismatch(f"{f.filename}.metadata: does not match upstream's sha256; not stored")
             return data
-    if not f.filename.endswith(".whl"):
-        return None
-    try:
-        return wheel_metadata(local, f.filename, project, Version(version))
-    except (InvalidFile, ValueError):
-        return None
+    return own
