@@ -451,3 +451,21 @@ def test_mirror_interrupted_then_resumed(static_upstream, tmp_path):
         "st_skip-1.0-py3-none-any.whl",
         "st_plat-1.0-cp311-cp311-win_amd64.whl",
     }
+
+
+def test_uv_pip_install_through_the_proxy(static_upstream, tools_cache, tmp_path):
+    """uv reads the proxy's PEP 691 JSON; the yanked 1.0 and the prerelease 2.0b1 are skipped."""
+    from tests.e2e.clients import tool_venv
+
+    uv = tool_venv(tools_cache, "uv", "uv") / "uv"
+    config = index_config(tmp_path / "proxy", static_upstream.url, "proxy")
+    server = start_server(config)
+    try:
+        python = fresh_venv(tmp_path / "venv")
+        run(
+            [uv, "pip", "install", "--python", python, "--index-url", server.url + "/simple/", "st-one"],
+            env=client_env(home=tmp_path),
+        )
+        assert module_version(python, "st_one") == "1.1"
+    finally:
+        server.stop()
