@@ -111,6 +111,14 @@ def test_mirror_engine_records_serial_and_skips_unchanged(tmp_path, db_url, tree
         from pypi.commands.common import open_storage
 
         store = open_storage(config)
+        dry = Mirror(db, store, config.upstream, tmp_dir=str(tmp_path / "tmp"), dry_run=True).run()
+        assert dry.ok and dry.added == 0
+        with db.transaction() as tx:
+            assert (
+                tx.scalar("SELECT COUNT(*) FROM files") == 0
+                and tx.scalar("SELECT COUNT(*) FROM projects") == 0
+            )
+        assert not store_dir.exists() or not any(store_dir.rglob("*.whl"))
         report = Mirror(db, store, config.upstream, tmp_dir=str(tmp_path / "tmp"), jobs=2).run()
         assert report.ok and report.added == 2, report.summary()
         with db.transaction() as tx:
