@@ -99,6 +99,10 @@ def test_proxy_page_links_to_cdn_and_ttl_is_shared(tmp_path, db_url, tree):
         assert "Warning" not in again.headers and again.json["files"] == page["files"]
         # A never-seen project with upstream down: a clean 502, not a 500.
         assert other.get("/simple/never-seen/", status=502).status_int == 502
+        # Every worker then answers at once for a while, without waiting for upstream again.
+        assert app.get("/simple/never-seen/", status=502).status_int == 502
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT status FROM upstream_pages WHERE normalized_name = 'never-seen'") == 599
     finally:
         db.close()
 

@@ -44,6 +44,9 @@ from pypi.views.responses import error
 
 log = logging.getLogger(__name__)
 BY = "proxy"
+#: upstream_pages.status of a page upstream failed to give; asked again after RETRY_AFTER seconds.
+FAILED = 599
+RETRY_AFTER = 10
 STALE_WARNING = '110 cloudpypi "Response is stale: upstream unreachable"'
 
 
@@ -107,19 +110,23 @@ class UpstreamProxy:
         if origin == records.MIRROR or (origin == records.LOCAL and normalized not in self.allowed):
             return NOTHING  # local wins: dependency confusion
         proxied = origin is not None
-        if page is not None and self.clock() - float(page["fetched"]) < self.settings.page_ttl:
-            return Answer(proxied=proxied)
+        if page is not None:
+            age = self.clock() - float(page["fetched"])
+            failed = int(page["status"]) == FAILED
+            if age < (min(self.settings.page_ttl, RETRY_AFTER) if failed else self.settings.page_ttl):
+                if failed:  # upstream failed moments ago: do not make every request wait for it
+                    return (
+                        Answer(warning=STALE_WARNING, proxied=True) if proxied else self._gateway(name, None)
+                    )
+                return Answer(proxied=proxied)
         try:
             upstream = self.client.project(normalized)
         except UpstreamError as exc:
             log.warning("proxy: %s: %s", normalized, exc)
+            self._remember_failure(normalized)
             if origin is not None:
                 return Answer(warning=STALE_WARNING, proxied=True)
-            status = 504 if "timed out" in str(exc) else 502
-            kind = "unreachable" if isinstance(exc, UpstreamUnavailable) else "failing"
-            return Answer(
-                error=error(status, f"Bad Gateway: upstream is {kind} and {name!r} is not cached here")
-            )
+            return self._gateway(name, exc)
         if upstream is None:
             with self.db.transaction(write=True) as tx:
                 orphaned = records.remove_project(tx, normalized, by=BY) if origin == records.PROXY else []
@@ -138,6 +145,30 @@ class UpstreamProxy:
             pass  # another worker imported the same page at the same moment
         self._delete(orphaned)
         return Answer(proxied=True)
+
+    @staticmethod
+    def _gateway(name: str, exc: UpstreamError | None) -> Answer:
+        status = 504 if exc is not None and "timed out" in str(exc) else 502
+        kind = "failing" if exc is not None and not isinstance(exc, UpstreamUnavailable) else "unreachable"
+        return Answer(error=error(status, f"Bad Gateway: upstream is {kind} and {name!r} is not cached here"))
+
+    def _remember_failure(self, normalized: str) -> None:
+        """Upstream failed: for RETRY_AFTER seconds every worker answers without asking it again."""
+        try:
+            with self.db.transaction(write=True) as tx:
+                now = self.clock()
+                updated = tx.execute(
+                    "UPDATE upstream_pages SET status = ?, fetched = ? WHERE normalized_name = ?",
+                    (FAILED, now, normalized),
+                ).rowcount
+                if not updated:
+                    tx.execute(
+                        "INSERT INTO upstream_pages (normalized_name, status, digest, fetched) "
+                        "VALUES (?, ?, '', ?)",
+                        (normalized, FAILED, now),
+                    )
+        except IntegrityError:
+            pass
 
     def _remember(self, tx, normalized: str, status: int, digest: str) -> None:
         now = self.clock()
