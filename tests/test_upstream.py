@@ -131,6 +131,11 @@ def test_mirror_engine_records_serial_and_skips_unchanged(tmp_path, db_url, tree
                 "SELECT path, sha256_digest, metadata_sha256, upstream_url FROM files ORDER BY path"
             )
         assert row["origin"] == "mirror"
+        with db.transaction() as tx:  # the CDN is purged for what changed (outbox, sent after commit)
+            keys = {r["purge_key"] for r in tx.all("SELECT purge_key FROM purge_outbox")}
+            actions = [r["action"] for r in tx.all("SELECT action FROM journal ORDER BY id")]
+        assert {"project/tree-one", "index"} <= keys
+        assert actions[0] == "create" and "add source file tree_one-1.0.tar.gz" in actions
         for f in files:
             data = (store_dir / f["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == f["sha256_digest"] and f["upstream_url"]
