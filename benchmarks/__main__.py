@@ -7,6 +7,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mirror"]:  # issue 10, its own options: python -m benchmarks mirror --help
+        from benchmarks import mirror
+
+        return mirror.main(argv[1:])
     from benchmarks.suite import ALL
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
@@ -21,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--only", action="append", default=[], metavar="BACKEND",
                    help="local, s3 or swift (repeatable)")
     sub.add_parser("list", help="the names --only accepts")
+    sub.add_parser("mirror", help="issue 10: cloudpypi mirror against bandersnatch, proxy pip timing")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(ALL))

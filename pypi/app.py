@@ -134,14 +134,20 @@ def build_services(
     """
     db = db or Database(config.database.url, pool_size=config.server.threads + 4)
     store = store or storage.from_config(config.storage.options, data_dir=config.data_dir)
+    from pypi.upstream.hooks import upstream_parts
+
+    upstream, guard = upstream_parts(config, db, store)
+    uploader = Uploader(db, store, after_commit=after_commit)
+    uploader.guard = guard
     return Services(
         config=config,
         db=db,
         storage=store,
         urls=URLBuilder(config.cdn.files_url, config.webui.url),
         policy=CachePolicy.from_config(config.cdn.options),
-        uploader=Uploader(db, store, after_commit=after_commit),
+        uploader=uploader,
         renders=RenderCache(),
+        upstream=upstream,
     )
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 ENV_CONFIG = "CLOUDPYPI_CONFIG"
 ENV_PREFIX = "CLOUDPYPI_"
-SECTIONS = ("server", "webui", "database", "storage", "cdn")
+SECTIONS = ("server", "webui", "database", "storage", "cdn", "upstream")
 
 #: Words that make a setting secret: its value never appears in output
 #: (check-config, logs, error pages). ``key`` counts as a whole word or suffix
@@ -73,12 +73,40 @@ class CDNSettings:
 
 
 @dataclass(frozen=True)
+class UpstreamSettings:
+    """``[upstream]``: mirror or proxy another index (docs/upstream.md)."""
+
+    url: str = ""
+    #: off | proxy | mirror
+    mode: str = "off"
+    #: Names or globs taken from upstream (empty: all) and never taken.
+    projects: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    #: Exact names that may show upstream files although they exist locally.
+    allow_shadowing: tuple[str, ...] = ()
+    timeout: float = 10.0
+    #: Seconds a proxied page is trusted before upstream is asked again.
+    page_ttl: int = 300
+    username: str = ""
+    password: str = ""
+    prereleases: bool = True
+    #: Globs of wheel platform tags to keep (empty: all); sdists are always kept.
+    platforms: tuple[str, ...] = ()
+    #: Keep only the newest N releases of each project (0: all).
+    latest: int = 0
+    #: Skip files larger than this many bytes (0: no cap).
+    max_file_size: int = 0
+    jobs: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     webui: WebUISettings
     database: DatabaseSettings
     storage: StorageSettings
     cdn: CDNSettings
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: Where the settings came from (None: built-in defaults only).
     source: str | None = None
     #: Every section as read, after environment overrides.
@@ -248,6 +276,7 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
     )
 
     return Config(
+        upstream=_upstream(sections.get("upstream", {}), base_dir),
         server=server,
         webui=webui,
         database=database,
@@ -255,6 +284,64 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
         cdn=cdn_settings,
         source=source,
         raw=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in sections.items()}),
+    )
+
+
+def _words(text: str | None) -> tuple[str, ...]:
+    return tuple((text or "").replace(",", " ").split())
+
+
+def _bool(text: str | None, *, where: str, default: bool) -> bool:
+    value = (text or "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}: {text!r} is not true or false")
+
+
+def _upstream(ups: Mapping[str, str], base_dir: str) -> UpstreamSettings:
+    mode = (ups.get("mode") or "off").strip().lower()
+    if mode not in ("off", "proxy", "mirror"):
+        raise ConfigError(f"[upstream] mode: {mode!r} must be off, proxy or mirror")
+    url = (ups.get("url") or "").strip()
+    if url:
+        _url(url, where="[upstream] url")
+        url = url.rstrip("/") + "/"
+    elif mode != "off":
+        raise ConfigError(f"[upstream] url: required when mode = {mode}")
+    password = ups.get("password") or ""
+    password_file = (ups.get("password_file") or "").strip()
+    if password_file:
+        path = os.path.join(base_dir, password_file)
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"[upstream] password_file: cannot read {path}: {exc.strerror}") from None
+    try:
+        timeout = float(ups.get("timeout") or 10)
+    except ValueError:
+        raise ConfigError(f"[upstream] timeout: {ups.get('timeout')!r} is not a number of seconds") from None
+    if not 0 < timeout <= 600:
+        raise ConfigError("[upstream] timeout: must be between 0 and 600 seconds")
+    return UpstreamSettings(
+        url=url,
+        mode=mode,
+        projects=_words(ups.get("projects")),
+        exclude=_words(ups.get("exclude")),
+        allow_shadowing=_words(ups.get("allow_shadowing")),
+        timeout=timeout,
+        page_ttl=_int(ups.get("page_ttl", "300"), where="[upstream] page_ttl", low=0),
+        username=(ups.get("username") or "").strip(),
+        password=password,
+        prereleases=_bool(ups.get("prereleases"), where="[upstream] prereleases", default=True),
+        platforms=_words(ups.get("platforms")),
+        latest=_int(ups.get("latest", "0"), where="[upstream] latest", low=0),
+        max_file_size=parse_size(ups.get("max_file_size") or "0", where="[upstream] max_file_size"),
+        jobs=_int(ups.get("jobs", "4"), where="[upstream] jobs", low=1, high=256),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import storage
 from cdn.policy import CachePolicy
@@ -22,3 +23,5 @@ class Services:
     policy: CachePolicy
     uploader: Uploader
     renders: RenderCache
+    #: pypi.upstream.proxy.UpstreamProxy in ``[upstream] mode = proxy``, else None.
+    upstream: Any = None

@@ -175,6 +175,9 @@ class Uploader:
         self.db = db
         self.store = store
         self.after_commit = after_commit
+        #: Called with the project name before any upload or register; raises UploadError to
+        #: refuse it (the upstream dependency-confusion rule, pypi.upstream.proxy.refuse_upload).
+        self.guard: Callable[[str], None] | None = None
 
     def upload(self, user: User, form: Form, *, via: str = "") -> UploadResult:
         """:action=file_upload. The form's spool is the caller's to close."""
@@ -183,6 +186,8 @@ class Uploader:
         spooled = check_upload_form(form, meta)
         filetype = form.get("filetype")
         path = content_path(spooled.blake2_256, spooled.filename)
+        if self.guard is not None:
+            self.guard(meta.name)
         with self._read() as tx:
             project = check_permission(tx, user, meta.name)
             if check_existing_file(tx, spooled):
@@ -234,6 +239,8 @@ class Uploader:
     def register(self, user: User, form: Form) -> int:
         """:action=submit: create the project and release, or update the release's metadata."""
         meta = metadata_of(form)
+        if self.guard is not None:
+            self.guard(meta.name)
         try:
             with self.db.transaction(write=True) as tx:
                 project, release, new_project = self._project_and_release(tx, user, meta)

@@ -39,7 +39,16 @@ def serve(svc: Services, request: Request, rest: str) -> Response:
             return redirect(url, status=302, kind=policy.FILE)
     try:
         info = svc.storage.stat(path)
-    except (storage.NotFound, storage.InvalidPath):
+    except storage.NotFound:
+        # Proxy mode: a proxied file is pulled from upstream (verified, stored) on first download.
+        pulled = svc.upstream.fetch_file(path) if svc.upstream is not None else error(404, "Not Found")
+        if pulled is not None:
+            return pulled
+        try:
+            info = svc.storage.stat(path)
+        except storage.NotFound:
+            return error(404, "Not Found")
+    except storage.InvalidPath:
         return error(404, "Not Found")
     except storage.StorageUnavailable:
         return error(503, "Storage unavailable, try again shortly")

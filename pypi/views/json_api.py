@@ -123,6 +123,9 @@ def _render(svc: Services, tx, project, version: str | None) -> bytes | None:
 def project_json(svc: Services, request: Request, name: str, version: str | None = None) -> Response:
     normalized = canonicalize_name(name)
     key = cache_keys.project_key(normalized)
+    upstream = svc.upstream.before_project(normalized) if svc.upstream is not None else None
+    if upstream is not None and upstream.error is not None:
+        return upstream.error
     with svc.db.reading() as tx:
         project = packages.get_project(tx, normalized)
         if project is None:
@@ -142,4 +145,5 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.etag = hashlib.md5(body).hexdigest()
     response.conditional_response = True
-    return tag(response, policy.INDEX, [key])
+    tag(response, policy.INDEX, [key])
+    return upstream.decorate(response) if upstream is not None else response

@@ -1,0 +1,1 @@
+"""Mirror (``cloudpypi mirror``) and proxy (pull-through) of an upstream index; docs/upstream.md."""

@@ -1,0 +1,146 @@
+"""Issue 10 in-process, on SQLite and PostgreSQL: the [upstream] settings, the proxy's
+rendering (CDN links, the shared TTL), the mirror engine's serial bookkeeping.
+The upstream is a real static PEP 503 tree served by ``python -m http.server``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import webtest
+
+from pypi.app import make_app
+from pypi.config import ConfigError, build
+from pypi.index.db import Database
+from pypi.upstream.filters import Filters
+from pypi.upstream.sync import Mirror
+from tests.conftest import make_config
+from tests.dists import make_sdist, make_wheel
+from tests.services.static_index import StaticServer, write_static_tree
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    d = tmp_path / "dists"
+    d.mkdir()
+    wheel = make_wheel(str(d), "tree-one", "1.0")
+    sdist = make_sdist(str(d), "tree-one", "1.0")
+    files = [(os.path.basename(p), open(p, "rb").read(), {}) for p in (wheel, sdist)]
+    write_static_tree(tmp_path / "tree", {"tree-one": files})
+    server = StaticServer(tmp_path / "tree").start()
+    yield server
+    server.stop()
+
+
+def test_upstream_settings_are_checked(tmp_path):
+    def cfg(**ups):
+        return build({"upstream": ups}, base_dir=str(tmp_path)).upstream
+
+    assert cfg().mode == "off"
+    with pytest.raises(ConfigError, match=r"\[upstream\] mode"):
+        cfg(mode="cache")
+    with pytest.raises(ConfigError, match=r"\[upstream\] url: required"):
+        cfg(mode="mirror")
+    with pytest.raises(ConfigError, match=r"\[upstream\] url"):
+        cfg(mode="proxy", url="ftp://example.org/")
+    (tmp_path / "pw").write_text("s3cret\n")
+    got = cfg(
+        mode="proxy",
+        url="https://up.example/simple",
+        password_file="pw",
+        projects="a b*",
+        latest="2",
+        max_file_size="50M",
+        prereleases="no",
+    )
+    assert got.password == "s3cret" and got.url == "https://up.example/simple/"
+    assert got.projects == ("a", "b*") and got.latest == 2 and got.max_file_size == 50 * 1024**2
+    assert got.prereleases is False
+    with pytest.raises(ConfigError, match=r"\[upstream\] prereleases"):
+        cfg(prereleases="maybe")
+    # The password may come from the environment, as every secret.
+    from pypi.config import load
+
+    env = {"CLOUDPYPI_UPSTREAM_PASSWORD": "from-env", "CLOUDPYPI_UPSTREAM_URL": "https://u.example/simple/"}
+    assert load(None, env).upstream.password == "from-env"
+
+
+def test_filters_choose_projects_and_files():
+    f = Filters(projects=("Acme-*", "numpy"), exclude=("acme-evil",))
+    assert f.wants_project("acme_utils") and f.wants_project("NumPy") and not f.wants_project("acme-evil")
+    assert not f.wants_project("requests")
+    assert Filters().wants_project("anything")
+
+
+def test_proxy_page_links_to_cdn_and_ttl_is_shared(tmp_path, db_url, tree):
+    config = make_config(
+        tmp_path,
+        db_url,
+        upstream={"url": tree.url, "mode": "proxy", "page_ttl": "3600"},
+        cdn={"files_url": "https://files.example.org/packages/"},
+    )
+    db = Database(config.database.url)
+    try:
+        app = webtest.TestApp(make_app(config, db=db))
+        page = app.get("/simple/tree-one/", headers=JSON).json
+        assert sorted(f["filename"] for f in page["files"]) == [
+            "tree_one-1.0-py3-none-any.whl",
+            "tree_one-1.0.tar.gz",
+        ]
+        assert all(f["url"].startswith("https://files.example.org/packages/") for f in page["files"])
+        # A second application (another worker) on the same database trusts the same fetch:
+        # with upstream stopped, it still answers, without a stale warning (within the TTL).
+        tree.stop()
+        other = webtest.TestApp(make_app(config, db=db))
+        again = other.get("/simple/tree-one/", headers=JSON)
+        assert "Warning" not in again.headers and again.json["files"] == page["files"]
+        # A never-seen project with upstream down: a clean 502, not a 500.
+        assert other.get("/simple/never-seen/", status=502).status_int == 502
+        # Every worker then answers at once for a while, without waiting for upstream again.
+        assert app.get("/simple/never-seen/", status=502).status_int == 502
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT status FROM upstream_pages WHERE normalized_name = 'never-seen'") == 599
+    finally:
+        db.close()
+
+
+def test_mirror_engine_records_serial_and_skips_unchanged(tmp_path, db_url, tree):
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    db = Database(config.database.url)
+    store_dir = tmp_path / "data" / "packages"
+    try:
+        from pypi.commands.common import open_storage
+
+        store = open_storage(config)
+        dry = Mirror(db, store, config.upstream, tmp_dir=str(tmp_path / "tmp"), dry_run=True).run()
+        assert dry.ok and dry.added == 0
+        with db.transaction() as tx:
+            assert (
+                tx.scalar("SELECT COUNT(*) FROM files") == 0
+                and tx.scalar("SELECT COUNT(*) FROM projects") == 0
+            )
+        assert not store_dir.exists() or not any(store_dir.rglob("*.whl"))
+        report = Mirror(db, store, config.upstream, tmp_dir=str(tmp_path / "tmp"), jobs=2).run()
+        assert report.ok and report.added == 2, report.summary()
+        with db.transaction() as tx:
+            row = tx.one("SELECT origin FROM projects WHERE normalized_name = 'tree-one'")
+            files = tx.all(
+                "SELECT path, sha256_digest, metadata_sha256, upstream_url FROM files ORDER BY path"
+            )
+        assert row["origin"] == "mirror"
+        with db.transaction() as tx:  # the CDN is purged for what changed (outbox, sent after commit)
+            keys = {r["purge_key"] for r in tx.all("SELECT purge_key FROM purge_outbox")}
+            actions = [r["action"] for r in tx.all("SELECT action FROM journal ORDER BY id")]
+        assert {"project/tree-one", "index"} <= keys
+        assert actions[0] == "create" and "add source file tree_one-1.0.tar.gz" in actions
+        for f in files:
+            data = (store_dir / f["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == f["sha256_digest"] and f["upstream_url"]
+        assert any(f["metadata_sha256"] for f in files)  # the wheel's METADATA, extracted
+        second = Mirror(db, store, config.upstream, tmp_dir=str(tmp_path / "tmp")).run()
+        assert second.ok and second.added == 0 and second.removed == 0
+    finally:
+        db.close()
