@@ -26,7 +26,7 @@ from webob import Response
 import storage
 from cdn import policy
 from pypi.config import UpstreamSettings
-from pypi.index import cache_keys, journal, outbox
+from pypi.index.changes import record as record_change
 from pypi.index.db import Database, IntegrityError
 from pypi.index.objects import METADATA_CONTENT_TYPE, object_metadata
 from pypi.upload.pipeline import UploadError
@@ -266,8 +266,7 @@ class UpstreamProxy:
                 (stored.size, stored.md5, stored.blake2_256, stored.metadata_sha256, row["id"]),
             )
             if changed:  # the pages show size and metadata: a new serial renders them anew
-                journal.record(tx, row["name"], row["version"], f"fetch file {row['filename']}", BY)
-                outbox.enqueue(tx, cache_keys.change_purges(row["normalized_name"]))
+                record_change(tx, row["name"], row["version"], f"fetch file {row['filename']}", BY)
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_lock:

@@ -17,7 +17,8 @@ from typing import Any
 from packaging.metadata import parse_email
 from packaging.utils import canonicalize_name
 
-from pypi.index import cache_keys, journal, outbox, packages
+from pypi.index import packages
+from pypi.index.changes import record as record_change
 from pypi.index.db import Tx, utcnow
 from pypi.upload.pipeline import content_path
 from pypi.upstream.client import UpstreamFile
@@ -114,7 +115,7 @@ def apply_page(
             return changes
         project = packages.create_project(tx, name)
         tx.execute("UPDATE projects SET origin = ? WHERE id = ?", (origin, project["id"]))
-        journal.record(tx, project["name"], None, "create", by)
+        record_change(tx, project["name"], None, "create", by, new_project=new_project)
     existing = upstream_files(tx, project["id"])
     wanted_names = {f.filename for f in wanted}
 
@@ -134,14 +135,16 @@ def apply_page(
             meta = dict(s.release_meta) if s else {}
             meta.setdefault("requires_python", f.requires_python)
             release = packages.create_release(tx, project["id"], version, meta)
-            journal.record(tx, project["name"], version, "new release", by)
+            record_change(tx, project["name"], version, "new release", by, new_project=new_project)
         elif s and s.release_meta and not release["summary"]:
             packages.update_release(tx, release["id"], s.release_meta)
         _insert_file(tx, release["id"], f, s, origin)
         existing_row = tx.one("SELECT id FROM files WHERE filename = ?", (f.filename,))
         if existing_row is not None:
             kind = "source" if f.filename.endswith((".tar.gz", ".zip")) else _pyversion(f.filename)
-            journal.record(tx, project["name"], version, f"add {kind} file {f.filename}", by)
+            record_change(
+                tx, project["name"], version, f"add {kind} file {f.filename}", by, new_project=new_project
+            )
             changes.added.append(f.filename)
 
     if complete:
@@ -149,7 +152,9 @@ def apply_page(
             if row["upstream_url"] is None or filename in wanted_names:
                 continue
             tx.execute("DELETE FROM files WHERE id = ?", (row["id"],))
-            journal.record(tx, project["name"], row["version"], f"remove file {filename}", by)
+            record_change(
+                tx, project["name"], row["version"], f"remove file {filename}", by, new_project=new_project
+            )
             changes.removed.append(filename)
             if row["stored"]:
                 changes.orphaned.append(row["path"])
@@ -179,11 +184,9 @@ def apply_page(
                 (1 if yanked else 0, reason if yanked else "", release["id"]),
             )
             action = "yank release" if yanked else "unyank release"
-            journal.record(tx, project["name"], release["version"], action, by)
+            record_change(tx, project["name"], release["version"], action, by, new_project=new_project)
             changes.yanked.append(release["version"])
 
-    if changes or new_project:
-        outbox.enqueue(tx, cache_keys.change_purges(normalized, new_project=new_project))
     return changes
 
 
@@ -204,8 +207,7 @@ def remove_project(tx: Tx, normalized: str, *, by: str) -> list[str]:
         (project["id"],),
     )
     tx.execute("DELETE FROM projects WHERE id = ?", (project["id"],))
-    journal.record(tx, project["name"], None, "remove project", by)
-    outbox.enqueue(tx, cache_keys.change_purges(normalized, new_project=True))
+    record_change(tx, project["name"], None, "remove project", by, new_project=True)
     paths = []
     for r in rows:
         if r["stored"]:
