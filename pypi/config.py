@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 ENV_CONFIG = "CLOUDPYPI_CONFIG"
 ENV_PREFIX = "CLOUDPYPI_"
-SECTIONS = ("server", "webui", "database", "storage", "cdn")
+SECTIONS = ("server", "webui", "database", "storage", "cdn", "access")
 
 #: Words that make a setting secret: its value never appears in output
 #: (check-config, logs, error pages). ``key`` counts as a whole word or suffix
@@ -70,6 +70,24 @@ class CDNSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """``[access]``: who may read, signed file URLs, failed-login throttling."""
+
+    #: public: anyone reads public projects; authenticated: every read needs credentials.
+    read: str = "public"
+    #: Seconds a signed file URL (S3, Swift TempURL, CloudFront) stays valid.
+    signed_url_expires: int = 300
+    #: Failed logins a client address may make in a burst, and one more every
+    #: ``login_refill_seconds``; beyond, 429 with Retry-After (per process).
+    login_burst: int = 10
+    login_refill_seconds: float = 6.0
+    #: Failed logins for one username before each further check is delayed
+    #: by ``login_user_delay`` seconds (delayed, never locked out).
+    login_user_burst: int = 5
+    login_user_delay: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     webui: WebUISettings
@@ -80,6 +98,7 @@ class Config:
     source: str | None = None
     #: Every section as read, after environment overrides.
     raw: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    access: AccessSettings = field(default_factory=AccessSettings)
 
     @property
     def data_dir(self) -> str:
@@ -215,7 +234,34 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
         options=MappingProxyType(dict(cdn)),
     )
 
+    acc = sections.get("access", {})
+    read = (acc.get("read") or "public").strip()
+    if read not in ("public", "authenticated"):
+        raise ConfigError(f"[access] read: {read!r} must be public or authenticated")
+
+    def _seconds(key: str, default: str) -> float:
+        text = (acc.get(key) or default).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"[access] {key}: {text!r} is not a number of seconds") from None
+        if value < 0:
+            raise ConfigError(f"[access] {key}: must not be negative")
+        return value
+
+    access = AccessSettings(
+        read=read,
+        signed_url_expires=_int(
+            acc.get("signed_url_expires", "300"), where="[access] signed_url_expires", low=1, high=7 * 86400
+        ),
+        login_burst=_int(acc.get("login_burst", "10"), where="[access] login_burst", low=1),
+        login_refill_seconds=_seconds("login_refill_seconds", "6"),
+        login_user_burst=_int(acc.get("login_user_burst", "5"), where="[access] login_user_burst", low=1),
+        login_user_delay=_seconds("login_user_delay", "1"),
+    )
+
     return Config(
+        access=access,
         server=server,
         webui=webui,
         database=database,
