@@ -382,6 +382,13 @@ class S3Storage(Storage):
         """``public_url`` + the object's key, prefix included, percent-quoted (``+`` too)."""
         return self.base_url + quote(self._key(path)) if self.base_url else None
 
+    def signed_url(self, path: str, expires_in: int) -> str | None:
+        """A presigned GET URL (SigV4, query-string authentication) valid ``expires_in`` seconds."""
+        with self._translated("sign", path):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=int(expires_in)
+            )
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
