@@ -134,6 +134,8 @@ def make_client(
         "retries": retries,
         "s3": {"addressing_style": addressing_style},
         "max_pool_connections": max_pool_connections,
+        # SigV4 for presigned URLs too (boto3 presigns with SigV2 otherwise, which new regions refuse).
+        "signature_version": "s3v4",
     }
     if connect_timeout is not None:
         options["connect_timeout"] = connect_timeout
