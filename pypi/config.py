@@ -228,6 +228,11 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
     if files_url:
         _url(files_url, where="[cdn] files_url")
         files_url = files_url.rstrip("/") + "/"
+    key_id, key_file = (cdn.get("signing_key_id") or "").strip(), (cdn.get("signing_key_file") or "").strip()
+    if bool(key_id) != bool(key_file):
+        raise ConfigError("[cdn] signing_key_id and signing_key_file must be set together")
+    if key_file and not os.path.isfile(os.path.join(base_dir, key_file)):
+        raise ConfigError(f"[cdn] signing_key_file: {key_file} is not a readable file")
     cdn_settings = CDNSettings(
         files_url=files_url,
         purge=(cdn.get("purge") or "none").strip(),

@@ -388,7 +388,9 @@ class S3Storage(Storage):
         """A presigned GET URL (SigV4, query-string authentication) valid ``expires_in`` seconds."""
         with self._translated("sign", path):
             return self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=int(expires_in)
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(path)},
+                ExpiresIn=int(expires_in),
             )
 
     def close(self) -> None:

@@ -37,6 +37,10 @@ def is_private(tx: Tx, project_id: int) -> bool:
     return tx.one("SELECT 1 FROM private_projects WHERE project_id = ?", (project_id,)) is not None
 
 
+def any_private(tx: Tx) -> bool:
+    return tx.one("SELECT 1 FROM private_projects LIMIT 1") is not None
+
+
 def private_names(tx: Tx) -> dict[str, int]:
     """normalized name -> id of every private project (a small set)."""
     rows = tx.all(
@@ -47,8 +51,7 @@ def private_names(tx: Tx) -> dict[str, int]:
 
 def _has_role(tx: Tx, project_id: int, user: User) -> bool:
     return (
-        tx.one("SELECT 1 FROM roles WHERE project_id = ? AND user_id = ?", (project_id, user.id))
-        is not None
+        tx.one("SELECT 1 FROM roles WHERE project_id = ? AND user_id = ?", (project_id, user.id)) is not None
     )
 
 
@@ -154,7 +157,8 @@ def counts(tx: Tx, vis: Visibility) -> tuple[int, int, int] | None:
         return None
     rows = tx.all(
         "SELECT p.normalized_name, (SELECT COUNT(*) FROM releases r WHERE r.project_id = p.id) AS r, "
-        "(SELECT COUNT(*) FROM files f JOIN releases r ON r.id = f.release_id WHERE r.project_id = p.id) AS f "
+        "(SELECT COUNT(*) FROM files f JOIN releases r ON r.id = f.release_id "
+        "WHERE r.project_id = p.id) AS f "
         "FROM projects p"
     )
     shown = [r for r in rows if vis.shows(r["normalized_name"])]

@@ -27,9 +27,7 @@ def parse_scope(text: str) -> str:
     """``upload:My_Pkg`` -> ``upload:my-pkg``; ScopeError for anything else."""
     action, sep, project = text.strip().partition(":")
     if action not in ACTIONS or (sep and not project.strip()):
-        raise ScopeError(
-            f"invalid scope {text!r}: use upload:PROJECT, upload, read:PROJECT or read"
-        )
+        raise ScopeError(f"invalid scope {text!r}: use upload:PROJECT, upload, read:PROJECT or read")
     return f"{action}:{canonicalize_name(project.strip())}" if sep else action
 
 
@@ -101,7 +99,9 @@ def list_tokens(tx: Tx, user: auth.User) -> list[TokenInfo]:
         (user.id,),
     )
     return [
-        TokenInfo(r["id"], r["description"], tuple(r["scopes"].split()), r["created"], r["expires"], r["revoked"])
+        TokenInfo(
+            r["id"], r["description"], tuple(r["scopes"].split()), r["created"], r["expires"], r["revoked"]
+        )
         for r in rows
     ]
 

@@ -142,7 +142,8 @@ def check_permission(tx: Tx, user: User, project_name: str) -> object | None:
     if not tokens.allows(user, "upload", project_name):
         raise UploadError(
             403,
-            f"Forbidden: this API token ({tokens.describe(user)}) may not upload to project '{project_name}'.",
+            f"Forbidden: this API token ({tokens.describe(user)}) "
+            f"may not upload to project '{project_name}'.",
         )
     project = packages.get_project(tx, project_name)
     if project is not None and auth.role_of(tx, project["id"], user) not in auth.UPLOAD_ROLES:

@@ -113,7 +113,12 @@ def reads(view: Callable[..., Response]) -> Callable[..., Response]:
             response = error(exc.status, exc.message)
         finally:
             _current.reset(token)
-        if user is not None or mode(svc) == access.AUTHENTICATED or getattr(response, "personal", False):
+        if (
+            user is not None
+            or request.headers.get("Authorization")
+            or mode(svc) == access.AUTHENTICATED
+            or getattr(response, "personal", False)
+        ):
             private(response)
         return response
 
@@ -140,6 +145,8 @@ def check_file(svc: Services, path: str) -> bool | Response:
     """Whether the file at ``path`` needs the application's check (True: passed it), or the
     404/403 refusing it. A file of a project the reader may not see does not exist."""
     with svc.db.reading() as tx:
+        if mode(svc) == access.PUBLIC and not access.any_private(tx):
+            return False  # one cheap query: nothing is private, every file is public
         project = access.file_project(tx, path)
         if project is None:
             return mode(svc) == access.AUTHENTICATED

@@ -49,14 +49,20 @@ def _file_path(testapp, name, headers):
 
 
 def test_a_private_project_does_not_exist_for_anonymous_readers(index):
-    for path in ("/simple/secret-pkg/", "/pypi/secret-pkg/json", "/pypi/secret-pkg/1.0/json",
-                 "/project/secret-pkg/"):
+    for path in (
+        "/simple/secret-pkg/",
+        "/pypi/secret-pkg/json",
+        "/pypi/secret-pkg/1.0/json",
+        "/project/secret-pkg/",
+    ):
         hidden = index.get(path, status=404)
         unknown = index.get(path.replace("secret-pkg", "no-such-pkg"), status=404)
         assert hidden.status.replace("secret-pkg", "X") == unknown.status.replace("no-such-pkg", "X")
         assert hidden.headers["Cache-Control"] == unknown.headers["Cache-Control"]
     assert "ecret" not in index.get("/simple/").text
-    assert "ecret" not in index.get("/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).text
+    assert (
+        "ecret" not in index.get("/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).text
+    )
     assert "ecret" not in index.get("/").text
     assert "ecret" not in index.get("/?q=pkg").text and "Open.Pkg" in index.get("/?q=pkg").text
     assert _xmlrpc(index, "list_packages") == [OPEN]
@@ -114,8 +120,9 @@ def test_visibility_moves_the_serial_and_queues_purges(index, db):
 
 
 def test_readers_cannot_upload(index, tmp_path):
-    r = upload(index, make_wheel(str(tmp_path), SECRET, "2.0"), name=SECRET, version="2.0",
-               user="carol", status=403)
+    r = upload(
+        index, make_wheel(str(tmp_path), SECRET, "2.0"), name=SECRET, version="2.0", user="carol", status=403
+    )
     assert "isn't allowed to upload" in r.text
 
 
@@ -132,8 +139,14 @@ def test_a_token_scoped_to_another_project_is_refused_with_a_clear_message(index
     wheel = make_wheel(str(tmp_path), SECRET, "2.0")
     r = upload(index, wheel, name=SECRET, version="2.0", user="__token__", password=token, status=403)
     assert "upload:open-pkg" in r.status and "may not upload to project 'Secret.Pkg'" in r.status
-    upload(index, make_wheel(str(tmp_path), OPEN, "2.0"), name=OPEN, version="2.0",
-           user="__token__", password=token)
+    upload(
+        index,
+        make_wheel(str(tmp_path), OPEN, "2.0"),
+        name=OPEN,
+        version="2.0",
+        user="__token__",
+        password=token,
+    )
     # The scoped token reads public projects like anyone, but not the private one.
     index.get("/simple/open-pkg/", headers=basic("__token__", token))
     r = index.get("/simple/secret-pkg/", headers=basic("__token__", token), status=403)
@@ -146,8 +159,15 @@ def test_read_tokens_read_but_do_not_upload(index, db, tmp_path):
     assert "Secret.Pkg" in r.text
     url = _file_path(index, "secret-pkg", basic("__token__", token))
     assert index.get(url, headers=basic("__token__", token)).body[:2] == b"PK"
-    r = upload(index, make_wheel(str(tmp_path), "Carols", "1.0"), name="Carols", version="1.0",
-               user="__token__", password=token, status=403)
+    r = upload(
+        index,
+        make_wheel(str(tmp_path), "Carols", "1.0"),
+        name="Carols",
+        version="1.0",
+        user="__token__",
+        password=token,
+        status=403,
+    )
     assert "read:secret-pkg" in r.text
 
 
@@ -157,11 +177,19 @@ def test_expired_and_revoked_tokens_are_refused_and_old_tokens_stay_unscoped(ind
         legacy = auth.create_token(tx, auth.find_user(tx, "alice"), "created by adduser")
     for token in (unscoped, legacy):
         assert "Secret.Pkg" in index.get("/simple/", headers=basic("__token__", token)).text
-    upload(index, make_wheel(str(tmp_path), SECRET, "3.0"), name=SECRET, version="3.0",
-           user="__token__", password=legacy)
+    upload(
+        index,
+        make_wheel(str(tmp_path), SECRET, "3.0"),
+        name=SECRET,
+        version="3.0",
+        user="__token__",
+        password=legacy,
+    )
     with db.transaction(write=True) as tx:
-        tx.execute("UPDATE api_tokens SET expires = '2000-01-01T00:00:00.000000Z' WHERE token_hash = ?",
-                   (auth._token_hash(unscoped),))
+        tx.execute(
+            "UPDATE api_tokens SET expires = '2000-01-01T00:00:00.000000Z' WHERE token_hash = ?",
+            (auth._token_hash(unscoped),),
+        )
         token_id = tx.scalar("SELECT id FROM api_tokens WHERE token_hash = ?", (auth._token_hash(legacy),))
         assert tokens.revoke(tx, token_id)
         listed = {t.id: t.state for t in tokens.list_tokens(tx, auth.find_user(tx, "alice"))}
@@ -169,8 +197,15 @@ def test_expired_and_revoked_tokens_are_refused_and_old_tokens_stay_unscoped(ind
     for token in (unscoped, legacy):
         r = index.get("/simple/", headers=basic("__token__", token), status=401)
         assert r.headers["WWW-Authenticate"] == 'Basic realm="pypi"'
-        upload(index, make_wheel(str(tmp_path), SECRET, "4.0"), name=SECRET, version="4.0",
-               user="__token__", password=token, status=403)
+        upload(
+            index,
+            make_wheel(str(tmp_path), SECRET, "4.0"),
+            name=SECRET,
+            version="4.0",
+            user="__token__",
+            password=token,
+            status=403,
+        )
 
 
 def test_tokens_are_stored_as_hashes_only(index, db):
@@ -200,7 +235,14 @@ def closed(tmp_path, db_url, index):
 def test_a_closed_index_answers_401_to_every_anonymous_read(closed):
     open_file = _file_path(closed, "open-pkg", basic("bob"))
     assert open_file.startswith("/packages/")
-    for path in ("/simple/", "/simple/open-pkg/", "/pypi/open-pkg/json", "/", "/project/open-pkg/", open_file):
+    for path in (
+        "/simple/",
+        "/simple/open-pkg/",
+        "/pypi/open-pkg/json",
+        "/",
+        "/project/open-pkg/",
+        open_file,
+    ):
         r = closed.get(path, status=401)
         assert r.headers["WWW-Authenticate"] == 'Basic realm="pypi"'
         assert r.headers["Cache-Control"] == "private, no-store"

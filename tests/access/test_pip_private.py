@@ -50,17 +50,44 @@ def _token(config: str, *args: str) -> str:
 
 def _twine(url: str, user: str, password: str, *files: str, check: bool = True):
     return run(
-        [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-         "--repository-url", url + "/legacy/", "-u", user, "-p", password, *files],
-        env=client_env(), check=check,
+        [
+            sys.executable,
+            "-m",
+            "twine",
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            url + "/legacy/",
+            "-u",
+            user,
+            "-p",
+            password,
+            *files,
+        ],
+        env=client_env(),
+        check=check,
     )
 
 
 def _pip(index_url: str, target: Path, *, home: Path | None = None, check: bool = True):
     return run(
-        [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--no-deps", "--target", target,
-         "--index-url", index_url, NAME],
-        env=client_env(home=home), check=check, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--no-deps",
+            "--target",
+            target,
+            "--index-url",
+            index_url,
+            NAME,
+        ],
+        env=client_env(home=home),
+        check=check,
+        timeout=120,
     )
 
 

@@ -13,6 +13,7 @@ import uuid
 import pytest
 import requests
 import webtest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -43,8 +44,9 @@ def rsa_key(tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp_path / "cloudfront.pem"
     pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return key, str(pem)
 
@@ -68,8 +70,13 @@ def test_s3_presigned_urls_work_and_unsigned_ones_are_refused(moto_s3, moto_s3_b
 
 def test_swift_temp_urls_work_and_swift_refuses_expired_ones(swift_service):
     container = new_swift_container(swift_service)
-    store = SwiftStorage(auth_url=swift_service.auth_url, user=swift_service.user, key=swift_service.key,
-                         container=container, temp_url_key=uuid.uuid4().hex)
+    store = SwiftStorage(
+        auth_url=swift_service.auth_url,
+        user=swift_service.user,
+        key=swift_service.key,
+        container=container,
+        temp_url_key=uuid.uuid4().hex,
+    )
     store.put("packages/aa/bb/x.whl", _bytes(b"swift bytes"))
     url = store.signed_url("packages/aa/bb/x.whl", 300)
     assert "temp_url_sig=" in url and "temp_url_expires=" in url
@@ -97,8 +104,10 @@ def test_cloudfront_signatures_verify_with_the_public_key(rsa_key):
     ).encode()
     signature = base64.b64decode(query["Signature"][0].replace("-", "+").replace("_", "=").replace("~", "/"))
     key.public_key().verify(signature, policy, padding.PKCS1v15(), hashes.SHA1())  # raises if wrong
-    with pytest.raises(Exception):
-        key.public_key().verify(signature, policy.replace(b"x.whl", b"y.whl"), padding.PKCS1v15(), hashes.SHA1())
+    with pytest.raises(InvalidSignature):
+        key.public_key().verify(
+            signature, policy.replace(b"x.whl", b"y.whl"), padding.PKCS1v15(), hashes.SHA1()
+        )
 
 
 def test_cloudfront_settings_must_come_together(tmp_path):
@@ -144,8 +153,7 @@ def test_private_files_redirect_to_s3_presigned_urls(moto_s3, moto_s3_bucket, tm
 
 def test_private_files_redirect_to_swift_temp_urls(swift_service, tmp_path, db_url):
     section = swift_section(swift_service, new_swift_container(swift_service), temp_url_key="k" * 32)
-    config = make_config(tmp_path, db_url, storage=section,
-                         access={"signed_url_expires": "60"})
+    config = make_config(tmp_path, db_url, storage=section, access={"signed_url_expires": "60"})
     app, url = _private_index(config, tmp_path)
     location = _redirected(app, url)
     expires = int(urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["temp_url_expires"][0])
@@ -155,12 +163,18 @@ def test_private_files_redirect_to_swift_temp_urls(swift_service, tmp_path, db_u
 
 def test_private_files_redirect_to_cloudfront_signed_urls(rsa_key, tmp_path, db_url):
     _, pem = rsa_key
-    cdn = {"files_url": "https://d111111abcdef8.cloudfront.net/", "signing_key_id": "K2", "signing_key_file": pem}
+    cdn = {
+        "files_url": "https://d111111abcdef8.cloudfront.net/",
+        "signing_key_id": "K2",
+        "signing_key_file": pem,
+    }
     config = make_config(tmp_path, db_url, cdn=cdn)
     app, url = _private_index(config, tmp_path)
     assert url.startswith("/packages/")  # the link goes to the application, which checks
     location = _redirected(app, url)
-    assert location.startswith("https://d111111abcdef8.cloudfront.net/" + url[len("/packages/"):] + "?Expires=")
+    assert location.startswith(
+        "https://d111111abcdef8.cloudfront.net/" + url[len("/packages/") :] + "?Expires="
+    )
     assert "Signature=" in location and "Key-Pair-Id=K2" in location
     # A public project's files keep their immutable public URLs.
     public = app.get("/pypi/open-pkg/json").json["urls"][0]["url"]

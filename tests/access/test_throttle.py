@@ -26,9 +26,16 @@ def db_url(tmp_path):
 
 @pytest.fixture
 def throttled(tmp_path, db_url):
-    config = make_config(tmp_path, db_url, access={
-        "login_burst": "3", "login_refill_seconds": "60", "login_user_burst": "2", "login_user_delay": "0.3",
-    })
+    config = make_config(
+        tmp_path,
+        db_url,
+        access={
+            "login_burst": "3",
+            "login_refill_seconds": "60",
+            "login_user_burst": "2",
+            "login_user_delay": "0.3",
+        },
+    )
     database = Database(config.database.url)
     with database.transaction(write=True) as tx:
         auth.create_user(tx, "alice", PASSWORD)
@@ -42,13 +49,22 @@ def _from(address: str) -> dict:
 
 def test_an_address_that_keeps_failing_gets_429_and_others_are_unaffected(throttled):
     for _ in range(3):
-        throttled.get("/simple/", headers=basic("alice", "guess"), extra_environ=_from("10.0.0.1"), status=401)
-    r = throttled.get("/simple/", headers=basic("alice", PASSWORD), extra_environ=_from("10.0.0.1"), status=429)
+        throttled.get(
+            "/simple/", headers=basic("alice", "guess"), extra_environ=_from("10.0.0.1"), status=401
+        )
+    r = throttled.get(
+        "/simple/", headers=basic("alice", PASSWORD), extra_environ=_from("10.0.0.1"), status=429
+    )
     assert int(r.headers["Retry-After"]) >= 1 and "too many failed logins" in r.text
     assert r.headers["Cache-Control"] == "private, no-store"
     # Uploads are throttled alike (the body is never looked at).
-    r = throttled.post("/legacy/", {":action": "file_upload"}, headers=basic("alice", "guess"),
-                       extra_environ=_from("10.0.0.1"), status=429)
+    r = throttled.post(
+        "/legacy/",
+        {":action": "file_upload"},
+        headers=basic("alice", "guess"),
+        extra_environ=_from("10.0.0.1"),
+        status=429,
+    )
     # The real user, from their own address, still logs in (the per-user bucket only delays).
     throttled.get("/simple/", headers=basic("alice", PASSWORD), extra_environ=_from("10.0.0.2"), status=200)
     # Anonymous reads from the throttled address are not affected.
@@ -57,7 +73,9 @@ def test_an_address_that_keeps_failing_gets_429_and_others_are_unaffected(thrott
 
 def test_a_username_under_attack_is_delayed_not_locked_out(throttled):
     for i in range(2):
-        throttled.get("/simple/", headers=basic("alice", "guess"), extra_environ=_from(f"10.1.0.{i}"), status=401)
+        throttled.get(
+            "/simple/", headers=basic("alice", "guess"), extra_environ=_from(f"10.1.0.{i}"), status=401
+        )
     started = time.monotonic()
     throttled.get("/simple/", headers=basic("alice", "guess"), extra_environ=_from("10.1.0.9"), status=401)
     assert time.monotonic() - started >= 0.3
@@ -73,3 +91,16 @@ def test_buckets_refill():
     assert b.wait("k") > 0
     time.sleep(0.06)
     assert b.wait("k") == 0
+
+
+def test_access_settings_are_checked(tmp_path, db_url):
+    from pypi.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[access\] read: 'everyone' must be public or authenticated"):
+        make_config(tmp_path, db_url, access={"read": "everyone"})
+    with pytest.raises(ConfigError, match=r"\[access\] signed_url_expires"):
+        make_config(tmp_path, db_url, access={"signed_url_expires": "0"})
+    with pytest.raises(ConfigError, match=r"signing_key_id and signing_key_file must be set together"):
+        make_config(tmp_path, db_url, cdn={"signing_key_id": "K"})
+    with pytest.raises(ConfigError, match=r"\[cdn\] signing_key_file"):
+        make_config(tmp_path, db_url, cdn={"signing_key_id": "K", "signing_key_file": "missing.pem"})

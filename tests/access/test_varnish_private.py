@@ -38,9 +38,24 @@ class Edge:
 
     def upload(self, name: str, folder) -> None:
         wheel = make_wheel(str(folder), name, "1.0")
-        run([sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-             "--repository-url", f"{self.url}/legacy/", "-u", "alice", "-p", PASSWORD, wheel],
-            env=client_env(home=folder))
+        run(
+            [
+                sys.executable,
+                "-m",
+                "twine",
+                "upload",
+                "--non-interactive",
+                "--disable-progress-bar",
+                "--repository-url",
+                f"{self.url}/legacy/",
+                "-u",
+                "alice",
+                "-p",
+                PASSWORD,
+                wheel,
+            ],
+            env=client_env(home=folder),
+        )
 
     def cli(self, *args: str) -> str:
         return cloudpypi(*args, config=self.config).stdout
@@ -53,17 +68,20 @@ def edge(tmp_path_factory, varnish_factory, moto_s3):
     bucket = f"edge-{int(time.time() * 1000)}"
     client.create_bucket(Bucket=bucket)
     vport = free_port()
-    config = write_config(str(tmp / "config.ini"), {
-        "server": {"data_dir": str(tmp / "data")},
-        "database": {"url": f"sqlite:///{tmp}/cloudpypi.sqlite3"},
-        "storage": s3_moto_section(moto_s3, bucket),
-        "cdn": {
-            "files_url": f"http://127.0.0.1:{vport}/packages/",
-            "purge": "varnish",
-            "varnish_urls": f"http://127.0.0.1:{vport}/",
-            "purge_timeout": "2",
+    config = write_config(
+        str(tmp / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp / "data")},
+            "database": {"url": f"sqlite:///{tmp}/cloudpypi.sqlite3"},
+            "storage": s3_moto_section(moto_s3, bucket),
+            "cdn": {
+                "files_url": f"http://127.0.0.1:{vport}/packages/",
+                "purge": "varnish",
+                "varnish_urls": f"http://127.0.0.1:{vport}/",
+                "purge_timeout": "2",
+            },
         },
-    })
+    )
     cloudpypi("adduser", "alice", "--password", PASSWORD, config=config)
     app = start_server(config)
     try:
@@ -95,7 +113,9 @@ def _x(headers) -> str:
 def test_anonymous_and_authenticated_readers_never_see_each_others_pages(edge, order):
     paths = ["/simple/", "/simple/edge-secret/", "/", "/pypi/edge-secret/json", "/project/edge-secret/"]
     for path in paths:
-        sequence = [None, ALICE, None, ALICE, None] if order == "anonymous-first" else [ALICE, None, ALICE, None]
+        sequence = (
+            [None, ALICE, None, ALICE, None] if order == "anonymous-first" else [ALICE, None, ALICE, None]
+        )
         for headers in sequence:
             status, h, body = edge.get(path, headers)
             if headers is None:
