@@ -25,7 +25,9 @@ setup(
         "postgres": ["psycopg2-binary>=2.9"],
         "s3": ["boto3>=1.28"],
         "swift": ["python-swiftclient>=4.0"],
-        "all": ["psycopg2-binary>=2.9", "boto3>=1.28", "python-swiftclient>=4.0"],
+        # CloudFront signed URLs for private files ([cdn] signing_key_id / signing_key_file).
+        "cloudfront": ["boto3>=1.28", "cryptography>=41"],
+        "all": ["psycopg2-binary>=2.9", "boto3>=1.28", "python-swiftclient>=4.0", "cryptography>=41"],
         "test": [
             "pytest>=7",
             "pytest-xdist>=3",
@@ -35,6 +37,7 @@ setup(
             "twine>=4,<6.2",
             "build>=1",
             "ruff",
+            "cryptography>=41",
         ],
     },
     entry_points={

@@ -6,13 +6,24 @@ import argparse
 import logging
 import sys
 
-from pypi.commands import check_config, database, fsck, manage, migrate_storage, mirror, purge, serve, users
+from pypi.commands import (
+    access,
+    check_config,
+    database,
+    fsck,
+    manage,
+    migrate_storage,
+    mirror,
+    purge,
+    serve,
+    users,
+)
 from pypi.config import ConfigError
 from pypi.index.db import DatabaseError
 
 #: The sub-command modules, in the order ``cloudpypi --help`` lists them; each has
 #: ``register(subparsers)`` that adds its sub-commands and sets ``func(args) -> int``.
-COMMAND_MODULES = (serve, database, users, check_config, purge, migrate_storage, fsck, manage, mirror)
+COMMAND_MODULES = (serve, database, users, access, check_config, purge, migrate_storage, fsck, manage, mirror)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 ENV_CONFIG = "CLOUDPYPI_CONFIG"
 ENV_PREFIX = "CLOUDPYPI_"
-SECTIONS = ("server", "webui", "database", "storage", "cdn", "upstream")
+SECTIONS = ("server", "webui", "database", "storage", "cdn", "upstream", "access")
 
 #: Words that make a setting secret: its value never appears in output
 #: (check-config, logs, error pages). ``key`` counts as a whole word or suffix
@@ -100,6 +100,24 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """``[access]``: who may read, signed file URLs, failed-login throttling."""
+
+    #: public: anyone reads public projects; authenticated: every read needs credentials.
+    read: str = "public"
+    #: Seconds a signed file URL (S3, Swift TempURL, CloudFront) stays valid.
+    signed_url_expires: int = 300
+    #: Failed logins a client address may make in a burst, and one more every
+    #: ``login_refill_seconds``; beyond, 429 with Retry-After (per process).
+    login_burst: int = 10
+    login_refill_seconds: float = 6.0
+    #: Failed logins for one username before each further check is delayed
+    #: by ``login_user_delay`` seconds (delayed, never locked out).
+    login_user_burst: int = 5
+    login_user_delay: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     webui: WebUISettings
@@ -111,6 +129,7 @@ class Config:
     source: str | None = None
     #: Every section as read, after environment overrides.
     raw: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    access: AccessSettings = field(default_factory=AccessSettings)
 
     @property
     def data_dir(self) -> str:
@@ -269,14 +288,46 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
     if files_url:
         _url(files_url, where="[cdn] files_url")
         files_url = files_url.rstrip("/") + "/"
+    key_id, key_file = (cdn.get("signing_key_id") or "").strip(), (cdn.get("signing_key_file") or "").strip()
+    if bool(key_id) != bool(key_file):
+        raise ConfigError("[cdn] signing_key_id and signing_key_file must be set together")
+    if key_file and not os.path.isfile(os.path.join(base_dir, key_file)):
+        raise ConfigError(f"[cdn] signing_key_file: {key_file} is not a readable file")
     cdn_settings = CDNSettings(
         files_url=files_url,
         purge=(cdn.get("purge") or "none").strip(),
         options=MappingProxyType(dict(cdn)),
     )
 
+    acc = sections.get("access", {})
+    read = (acc.get("read") or "public").strip()
+    if read not in ("public", "authenticated"):
+        raise ConfigError(f"[access] read: {read!r} must be public or authenticated")
+
+    def _seconds(key: str, default: str) -> float:
+        text = (acc.get(key) or default).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"[access] {key}: {text!r} is not a number of seconds") from None
+        if value < 0:
+            raise ConfigError(f"[access] {key}: must not be negative")
+        return value
+
+    access = AccessSettings(
+        read=read,
+        signed_url_expires=_int(
+            acc.get("signed_url_expires", "300"), where="[access] signed_url_expires", low=1, high=7 * 86400
+        ),
+        login_burst=_int(acc.get("login_burst", "10"), where="[access] login_burst", low=1),
+        login_refill_seconds=_seconds("login_refill_seconds", "6"),
+        login_user_burst=_int(acc.get("login_user_burst", "5"), where="[access] login_user_burst", low=1),
+        login_user_delay=_seconds("login_user_delay", "1"),
+    )
+
     return Config(
         upstream=_upstream(sections.get("upstream", {}), base_dir),
+        access=access,
         server=server,
         webui=webui,
         database=database,

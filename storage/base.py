@@ -171,6 +171,11 @@ class Storage(abc.ABC):
         """A URL a client can fetch the object from directly, or None if there is none."""
         return None
 
+    def signed_url(self, path: str, expires_in: int) -> str | None:
+        """A URL that lets anyone holding it read the object for ``expires_in`` seconds, or
+        None if the store cannot make one (the caller then streams the object itself)."""
+        return None
+
     def check(self) -> None:
         """Verify that the store is reachable and the settings work (used at startup).
 

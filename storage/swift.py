@@ -28,7 +28,7 @@ import uuid
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
@@ -106,6 +106,7 @@ class SwiftStorage(Storage):
         public_url: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
+        temp_url_key: str | None = None,
     ) -> None:
         if not container or "/" in container:
             raise ValueError(f"invalid Swift container name: {container!r}")
@@ -145,6 +146,9 @@ class SwiftStorage(Storage):
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._segment_container_ready = False
+        #: The account's TempURL key (``[storage] temp_url_key``): signs expiring URLs.
+        self.temp_url_key = temp_url_key or None
+        self._temp_url_key_set = False
 
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> SwiftStorage:
@@ -239,6 +243,7 @@ class SwiftStorage(Storage):
             public_url=public_url,
             timeout=_number(settings, "timeout", float, 30.0, 0.001, 24 * 3600),
             retries=_number(settings, "retries", int, 3, 0, 100),
+            temp_url_key=_read_temp_url_key(settings, data_dir),
         )
 
     # -- connections and errors ------------------------------------------------------------
@@ -621,6 +626,29 @@ class SwiftStorage(Storage):
             return None
         return self.base_url + quote(self._name(path), safe="/")
 
+    def signed_url(self, path: str, expires_in: int) -> str | None:
+        """A TempURL (the ``tempurl`` middleware) for GET, valid ``expires_in`` seconds.
+
+        None without ``[storage] temp_url_key``. The key is set on the account
+        (``X-Account-Meta-Temp-URL-Key``) the first time, so Swift can check it.
+        """
+        if not self.temp_url_key:
+            return None
+        from swiftclient.utils import generate_temp_url
+
+        name = self._name(path)
+        with self._errors("signing a URL for", path):
+            conn = self._conn()
+            if not conn.url:
+                conn.url, conn.token = conn.get_auth()
+            if not self._temp_url_key_set:
+                conn.post_account({"X-Account-Meta-Temp-URL-Key": self.temp_url_key})
+                self._temp_url_key_set = True
+            parts = urlsplit(conn.url)
+            object_path = f"{parts.path.rstrip('/')}/{self.container}/{quote(name, safe='/')}"
+            signed = generate_temp_url(object_path, int(expires_in), self.temp_url_key, "GET")
+        return f"{parts.scheme}://{parts.netloc}{signed}"
+
     def close(self) -> None:
         with self._lock:
             connections = list(self._connections)
@@ -705,6 +733,26 @@ def _read_key(settings: Mapping[str, str], data_dir: str) -> str:
     if not key:
         raise StorageMisconfigured(f"[storage] key_file: {full} is empty", key="key_file")
     return key
+
+
+def _read_temp_url_key(settings: Mapping[str, str], data_dir: str) -> str | None:
+    """``[storage] temp_url_key`` or ``temp_url_key_file`` (relative to data_dir); None if neither."""
+    key = (settings.get("temp_url_key") or "").strip()
+    key_file = (settings.get("temp_url_key_file") or "").strip()
+    if key and key_file:
+        raise StorageMisconfigured(
+            "[storage] set temp_url_key or temp_url_key_file, not both", key="temp_url_key_file"
+        )
+    if key_file:
+        full = os.path.join(data_dir, key_file)
+        try:
+            with open(full, encoding="utf-8") as kf:
+                key = kf.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StorageMisconfigured(
+                f"[storage] temp_url_key_file: cannot read {full}", key="temp_url_key_file"
+            ) from exc
+    return key or None
 
 
 def _size_setting(settings: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

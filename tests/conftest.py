@@ -22,8 +22,19 @@ pytest_plugins = [
 ]
 
 PASSWORD = "correct horse battery"
-TABLES = ["upstream_pages", "upstream_state", "purge_outbox", "journal", "file_registry", "files", "releases", "roles", "projects",
-          "api_tokens", "users"]
+TABLES = [
+    "upstream_pages",
+    "upstream_state",
+    "purge_outbox",
+    "journal",
+    "file_registry",
+    "files",
+    "releases",
+    "roles",
+    "projects",
+    "api_tokens",
+    "users",
+]
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ def check_config(args: argparse.Namespace) -> int:
             **config.storage.options,
         },
         "cdn": {"files_url": config.cdn.files_url, "purge": config.cdn.purge, **config.cdn.options},
+        "access": {k: str(v) for k, v in dataclasses.asdict(config.access).items()},
     }
     for section, values in shown.items():
         print(f"[{section}]")

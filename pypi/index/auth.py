@@ -18,7 +18,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from pypi.index.db import IntegrityError, Tx, utcnow
 
-ROLES = ("owner", "maintainer")
+ROLES = ("owner", "maintainer", "reader")
+#: The roles that may upload; a reader may only read (a private project).
+UPLOAD_ROLES = ("owner", "maintainer")
 TOKEN_USERNAME = "__token__"
 TOKEN_PREFIX = "pypi-"
 _USERNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
@@ -82,6 +84,9 @@ class AuthError(ValueError):
 class User:
     id: int
     username: str
+    #: The scopes of the API token the user proved itself with; None: a password
+    #: or an unscoped token (every right the user has).
+    scopes: tuple[str, ...] | None = None
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -149,25 +154,40 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(tx: Tx, user: User, description: str = "") -> str:
-    """Make an API token for ``user`` and return it; only its hash is kept."""
+def create_token(
+    tx: Tx,
+    user: User,
+    description: str = "",
+    *,
+    scopes: tuple[str, ...] = (),
+    expires: str | None = None,
+) -> str:
+    """Make an API token for ``user`` and return it; only its hash is kept.
+
+    ``scopes`` (see pypi.index.tokens) limit it; none: unscoped. ``expires`` is ISO-8601 UTC text.
+    """
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     tx.insert(
-        "INSERT INTO api_tokens (user_id, token_hash, description, created) VALUES (?, ?, ?, ?)",
-        (user.id, _token_hash(token), description, utcnow()),
+        "INSERT INTO api_tokens (user_id, token_hash, description, created, scopes, expires) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (user.id, _token_hash(token), description, utcnow(), " ".join(scopes), expires),
     )
     return token
 
 
 def _authenticate_token(tx: Tx, token: str) -> User | None:
+    """The token's user (with its scopes), or None if unknown, expired or revoked."""
     if not token.startswith(TOKEN_PREFIX):
         return None
     row = tx.one(
-        "SELECT u.id, u.username FROM api_tokens t JOIN users u ON u.id = t.user_id "
-        "WHERE t.token_hash = ? AND u.is_active = 1",
+        "SELECT u.id, u.username, t.scopes, t.expires, t.revoked FROM api_tokens t "
+        "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND u.is_active = 1",
         (_token_hash(token),),
     )
-    return User(row["id"], row["username"]) if row else None
+    if row is None or row["revoked"] or (row["expires"] and row["expires"] <= utcnow()):
+        return None
+    scopes = tuple(row["scopes"].split()) if row["scopes"] else None
+    return User(row["id"], row["username"], scopes)
 
 
 def role_of(tx: Tx, project_id: int, user: User) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 import storage
-from pypi.index import auth, changes, journal, packages
+from pypi.index import auth, changes, journal, packages, tokens
 from pypi.index.auth import User
 from pypi.index.db import Database, DatabaseError, IntegrityError, Tx, utcnow
 from pypi.index.objects import CONTENT_TYPES
@@ -141,8 +141,14 @@ def check_contents(spooled: SpooledFile, filetype: str, meta: ReleaseMetadata) -
 
 def check_permission(tx: Tx, user: User, project_name: str) -> object | None:
     """The project row (None for a new project); 403 if ``user`` may not upload to it."""
+    if not tokens.allows(user, "upload", project_name):
+        raise UploadError(
+            403,
+            f"Forbidden: this API token ({tokens.describe(user)}) "
+            f"may not upload to project '{project_name}'.",
+        )
     project = packages.get_project(tx, project_name)
-    if project is not None and auth.role_of(tx, project["id"], user) is None:
+    if project is not None and auth.role_of(tx, project["id"], user) not in auth.UPLOAD_ROLES:
         raise UploadError(
             403, f"The user '{user.username}' isn't allowed to upload to project '{project['name']}'."
         )

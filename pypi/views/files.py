@@ -13,6 +13,7 @@ from webob.static import FileIter
 import storage
 from cdn import policy
 from pypi.services import Services
+from pypi.views import viewer
 from pypi.views.responses import error, redirect, tag
 
 BLOCK = 256 * 1024
@@ -26,11 +27,27 @@ def content_type_of(path: str) -> str:
     return "application/octet-stream"
 
 
+@viewer.reads
 def serve(svc: Services, request: Request, rest: str) -> Response:
     path = "packages/" + rest
     if request.method not in ("GET", "HEAD"):
         return error(405, "Method Not Allowed")
-    if svc.config.storage.serve == "redirect":
+    checked = viewer.check_file(svc, path)
+    if isinstance(checked, Response):
+        return checked
+    if checked:
+        # A file that needed the check: never from a shared cache, and from a signed URL if possible.
+        signed = viewer.signed_file_url(svc, path)
+        if signed:
+            return viewer.private(redirect(signed, status=302))
+        response = _stream(svc, request, path, public=False)
+        response.personal = True
+        return response
+    return _stream(svc, request, path)
+
+
+def _stream(svc: Services, request: Request, path: str, *, public: bool = True) -> Response:
+    if public and svc.config.storage.serve == "redirect":
         try:
             url = svc.storage.public_url(path)
         except storage.InvalidPath:

@@ -9,9 +9,11 @@ from packaging.utils import canonicalize_name
 from webob import Request, Response
 
 from cdn import policy
-from pypi.index import cache_keys, packages
+from cdn.urls import URLBuilder
+from pypi.index import access, cache_keys, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
+from pypi.views import viewer
 from pypi.views.responses import error, redirect, tag
 
 _DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
@@ -23,7 +25,7 @@ def absolute(svc: Services, url: str) -> str:
     return svc.config.public_url + url if url.startswith("/") else url
 
 
-def _file(svc: Services, f) -> dict:
+def _file(svc: Services, urls: URLBuilder, f) -> dict:
     upload_time = f["upload_time"]
     return {
         "comment_text": f["comment_text"] or "",
@@ -42,7 +44,7 @@ def _file(svc: Services, f) -> dict:
         "size": f["size"],
         "upload_time": upload_time[:19],
         "upload_time_iso_8601": upload_time,
-        "url": absolute(svc, svc.urls.file_url(f["path"])),
+        "url": absolute(svc, urls.file_url(f["path"])),
         "yanked": bool(f["yanked"]),
         "yanked_reason": f["yanked_reason"] or None,
     }
@@ -90,7 +92,7 @@ def _info(svc: Services, project, release) -> dict:
     }
 
 
-def _render(svc: Services, tx, project, version: str | None) -> bytes | None:
+def _render(svc: Services, tx, project, version: str | None, urls: URLBuilder) -> bytes | None:
     releases = packages.releases(tx, project["id"])
     if version is None:
         release = latest_release(releases)
@@ -99,7 +101,7 @@ def _render(svc: Services, tx, project, version: str | None) -> bytes | None:
         files = packages.project_files(tx, project["id"])
         by_release: dict[str, list] = {r["version"]: [] for r in releases}
         for f in files:
-            by_release[f["version"]].append(_file(svc, f))
+            by_release[f["version"]].append(_file(svc, urls, f))
         body = {
             "info": _info(svc, project, release),
             "last_serial": project["last_serial"],
@@ -114,12 +116,13 @@ def _render(svc: Services, tx, project, version: str | None) -> bytes | None:
         body = {
             "info": _info(svc, project, release),
             "last_serial": project["last_serial"],
-            "urls": [_file(svc, f) for f in packages.release_files(tx, release["id"])],
+            "urls": [_file(svc, urls, f) for f in packages.release_files(tx, release["id"])],
             "vulnerabilities": [],
         }
     return json.dumps(body).encode()
 
 
+@viewer.reads
 def project_json(svc: Services, request: Request, name: str, version: str | None = None) -> Response:
     normalized = canonicalize_name(name)
     key = cache_keys.project_key(normalized)
@@ -128,15 +131,16 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
         return upstream.error
     with svc.db.reading() as tx:
         project = packages.get_project(tx, normalized)
-        if project is None:
+        if project is None or not access.can_read(tx, viewer.current(), project, viewer.mode(svc)):
             return error(404, "Not Found", kind=policy.MISSING, keys=[key])
         if name != project["normalized_name"] and name != project["name"]:
             suffix = f"{version}/json" if version else "json"
             return redirect(f"/pypi/{project['normalized_name']}/{suffix}", keys=[key])
         serial = project["last_serial"]
+        urls = viewer.file_urls(svc, tx, project)
         body = svc.renders.get_or_render(
-            ("json", normalized, version, serial, svc.urls.base),
-            lambda: _render(svc, tx, project, version),
+            ("json", normalized, version, serial, urls.base),
+            lambda: _render(svc, tx, project, version, urls),
         )
     if body is None:
         return error(404, "Not Found", kind=policy.MISSING, keys=[key])

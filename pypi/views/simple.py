@@ -13,8 +13,10 @@ from webob import Request, Response
 from webob.acceptparse import create_accept_header
 
 from cdn import policy
-from pypi.index import cache_keys, journal, packages
+from cdn.urls import URLBuilder
+from pypi.index import access, cache_keys, journal, packages
 from pypi.services import Services
+from pypi.views import viewer
 from pypi.views.responses import error, redirect, tag
 
 API_VERSION = "1.1"
@@ -68,16 +70,20 @@ def slashless(svc: Services, request: Request) -> Response:
     return redirect("/simple/" + query, keys=[cache_keys.INDEX_KEY])
 
 
+@viewer.reads
 def index(svc: Services, request: Request) -> Response:
-    """/simple/: every project."""
+    """/simple/: every project the reader may see."""
     content_type = negotiate(request)
     if content_type is None:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
     with svc.db.reading() as tx:
         serial = journal.last_serial(tx)
+        vis = access.visibility(tx, viewer.current(), viewer.mode(svc))
         body = svc.renders.get_or_render(
-            ("simple-index", serial, FORMATS[content_type]),
-            lambda: _rendered(_render_index(packages.all_projects(tx), serial, FORMATS[content_type])),
+            ("simple-index", serial, FORMATS[content_type], vis.key),
+            lambda: _rendered(
+                _render_index(vis.filter(packages.all_projects(tx)), serial, FORMATS[content_type])
+            ),
         )
     return _response(body, content_type, serial, [cache_keys.INDEX_KEY])
 
@@ -102,6 +108,7 @@ def _render_index(projects: list, serial: int, fmt: str) -> bytes:
     ).encode()
 
 
+@viewer.reads
 def project(svc: Services, request: Request, name: str) -> Response:
     """/simple/<name>/: the project's files."""
     normalized = canonicalize_name(name)
@@ -117,14 +124,15 @@ def project(svc: Services, request: Request, name: str) -> Response:
         return upstream.error
     with svc.db.reading() as tx:
         row = packages.get_project(tx, normalized)
-        if row is None:
+        if row is None or not access.can_read(tx, viewer.current(), row, viewer.mode(svc)):
             return error(404, f"Not Found: no project named {name!r}", kind=policy.MISSING, keys=[key])
         serial = row["last_serial"]
+        urls = viewer.file_urls(svc, tx, row)
         body = svc.renders.get_or_render(
-            ("simple", normalized, serial, fmt, svc.urls.base),
+            ("simple", normalized, serial, fmt, urls.base),
             lambda: _rendered(
                 _render_project(
-                    svc, row, packages.project_files(tx, row["id"]), packages.releases(tx, row["id"]), fmt
+                    urls, row, packages.project_files(tx, row["id"]), packages.releases(tx, row["id"]), fmt
                 )
             ),
         )
@@ -139,7 +147,7 @@ def _sort_key(version: str):
         return (-1, version)
 
 
-def _render_project(svc: Services, project_row, files: list, releases: list, fmt: str) -> bytes:
+def _render_project(urls: URLBuilder, project_row, files: list, releases: list, fmt: str) -> bytes:
     name = project_row["name"]
     if fmt == "json":
         return json.dumps(
@@ -147,12 +155,12 @@ def _render_project(svc: Services, project_row, files: list, releases: list, fmt
                 "meta": {"api-version": API_VERSION, "_last-serial": project_row["last_serial"]},
                 "name": project_row["normalized_name"],
                 "versions": sorted({r["version"] for r in releases}, key=_sort_key),
-                "files": [_file_json(svc, f) for f in files],
+                "files": [_file_json(urls, f) for f in files],
             }
         ).encode()
     links = []
     for f in files:
-        attrs = [f'href="{escape(svc.urls.file_url(f["path"]))}#sha256={f["sha256_digest"]}"']
+        attrs = [f'href="{escape(urls.file_url(f["path"]))}#sha256={f["sha256_digest"]}"']
         if f["requires_python"]:
             attrs.append(f'data-requires-python="{escape(f["requires_python"])}"')
         if f["yanked"]:
@@ -169,11 +177,11 @@ def _render_project(svc: Services, project_row, files: list, releases: list, fmt
     ).encode()
 
 
-def _file_json(svc: Services, f) -> dict:
+def _file_json(urls: URLBuilder, f) -> dict:
     meta = {"sha256": f["metadata_sha256"]} if f["metadata_sha256"] else False
     return {
         "filename": f["filename"],
-        "url": svc.urls.file_url(f["path"]),
+        "url": urls.file_url(f["path"]),
         "hashes": {"sha256": f["sha256_digest"]},
         "requires-python": f["requires_python"] or None,
         "yanked": (f["yanked_reason"] or True) if f["yanked"] else False,

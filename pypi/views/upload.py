@@ -17,6 +17,7 @@ from pypi.server.memory import release_free_memory
 from pypi.services import Services
 from pypi.upload.pipeline import UploadError
 from pypi.upload.spool import Form, FormError, read_form
+from pypi.views import viewer
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ def legacy(svc: Services, request: Request) -> Response:
     credentials = auth.parse_basic(request.authorization and request.headers.get("Authorization"))
     if credentials is None:
         return challenge()
-    with svc.db.transaction() as tx:
-        user = auth.authenticate(tx, *credentials)
-    if user is None:
-        return error(403, "Invalid or non-existent authentication information.")
+    user = viewer.login(svc, request, *credentials)
+    if isinstance(user, Response):
+        # Wrong credentials on an upload stay 403, as on pypi.org (429 when throttled).
+        return error(403, user.text.strip()) if user.status_code == 401 else user
 
     limit = svc.config.webui.max_upload_size
     length = request.content_length

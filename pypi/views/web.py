@@ -9,9 +9,10 @@ from packaging.utils import canonicalize_name
 from webob import Request, Response
 
 from cdn import policy
-from pypi.index import cache_keys, journal, packages
+from pypi.index import access, cache_keys, journal, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
+from pypi.views import viewer
 from pypi.views.readme import render_description
 from pypi.views.responses import error, redirect, tag
 
@@ -28,25 +29,27 @@ def _page(svc: Services, template: str, keys: list[str], **values) -> Response:
     return tag(response, policy.HTML, keys)
 
 
+@viewer.reads
 def home(svc: Services, request: Request) -> Response:
     query = request.GET.get("q", "").strip()[:100]
     with svc.db.transaction() as tx:
+        vis = access.visibility(tx, viewer.current(), viewer.mode(svc))
         if query:
             return _page(
                 svc,
                 "index.html",
                 [cache_keys.INDEX_KEY],
                 query=query,
-                results=packages.search_projects(tx, query),
+                results=vis.filter(packages.search_projects(tx, query, 100 + len(vis.hidden)))[:100],
                 index_url=svc.config.public_url + "/simple/",
             )
         serial = journal.last_serial(tx)
         body = svc.renders.get_or_render(
-            ("home", serial),
+            ("home", serial, vis.key),
             lambda: _env.get_template("index.html").render(
                 site_name=svc.config.webui.site_name,
-                counts=packages.project_counts(tx),
-                recent=packages.recent_releases(tx),
+                counts=access.counts(tx, vis) or packages.project_counts(tx),
+                recent=vis.filter(packages.recent_releases(tx, 20 + len(vis.hidden)))[:20],
                 index_url=svc.config.public_url + "/simple/",
             ),
         )
@@ -54,6 +57,7 @@ def home(svc: Services, request: Request) -> Response:
     return tag(response, policy.HTML, [cache_keys.RECENT_KEY, cache_keys.INDEX_KEY])
 
 
+@viewer.reads
 def project(svc: Services, request: Request, name: str, version: str | None = None) -> Response:
     normalized = canonicalize_name(name)
     key = cache_keys.project_key(normalized)
@@ -61,21 +65,24 @@ def project(svc: Services, request: Request, name: str, version: str | None = No
         return redirect(f"/project/{normalized}/" + (f"{version}/" if version else ""), keys=[key])
     with svc.db.transaction() as tx:
         row = packages.get_project(tx, normalized)
-        if row is None:
+        if row is None or not access.can_read(tx, viewer.current(), row, viewer.mode(svc)):
             return error(404, f"Not Found: no project named {name!r}", kind=policy.MISSING, keys=[key])
         releases = packages.releases(tx, row["id"])
         release = packages.get_release(tx, row["id"], version) if version else latest_release(releases)
         if release is None:
             return error(404, "Not Found: no such release", kind=policy.MISSING, keys=[key])
+        urls = viewer.file_urls(svc, tx, row)
         body = svc.renders.get_or_render(
-            ("project-page", normalized, release["version"], row["last_serial"], svc.urls.base),
-            lambda: _render_release(svc, row, release, releases, packages.release_files(tx, release["id"])),
+            ("project-page", normalized, release["version"], row["last_serial"], urls.base),
+            lambda: _render_release(
+                svc, row, release, releases, packages.release_files(tx, release["id"]), urls
+            ),
         )
     response = Response(body=body.encode("utf-8"), content_type="text/html", charset="utf-8")
     return tag(response, policy.HTML, [key])
 
 
-def _render_release(svc: Services, row, release, releases, files) -> str:
+def _render_release(svc: Services, row, release, releases, files, file_urls) -> str:
     urls = list(json.loads(release["project_urls"] or "{}").items())
     if release["home_page"]:
         urls.insert(0, ("Homepage", release["home_page"]))
@@ -85,7 +92,7 @@ def _render_release(svc: Services, row, release, releases, files) -> str:
         project=row,
         release=release,
         releases=list(reversed(releases)),
-        files=[dict(f, url=svc.urls.file_url(f["path"])) for f in files],
+        files=[dict(f, url=file_urls.file_url(f["path"])) for f in files],
         urls=urls,
         license_files=json.loads(release["license_files"] or "[]"),
         dynamic=json.loads(release["dynamic"] or "[]"),

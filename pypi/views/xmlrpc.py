@@ -23,11 +23,11 @@ from packaging.version import InvalidVersion, Version
 from webob import Request, Response
 
 from cdn import policy
-from pypi.index import cache_keys, journal, packages
+from pypi.index import access, cache_keys, journal, packages
 from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
-from pypi.views import json_api, upload
+from pypi.views import json_api, upload, viewer
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def pypi_post(svc: Services, request: Request) -> Response:
     return upload.legacy(svc, request)
 
 
+@viewer.reads
 def rpc(svc: Services, request: Request) -> Response:
     """Answer one XML-RPC method call."""
     if not is_xmlrpc(request):
@@ -154,12 +155,23 @@ def _version_key(version: str) -> tuple:
 # -- the methods: each takes the services and the open transaction first ------
 
 
+def _visibility(svc: Services, tx: Tx) -> access.Visibility:
+    return access.visibility(tx, viewer.current(), viewer.mode(svc))
+
+
+def _readable(svc: Services, tx: Tx, project: Any) -> Any:
+    """The project if the caller may read it, else None (as if it did not exist)."""
+    if project is None or not access.can_read(tx, viewer.current(), project, viewer.mode(svc)):
+        return None
+    return project
+
+
 def list_packages(svc: Services, tx: Tx) -> list[str]:
-    return [p["name"] for p in packages.all_projects(tx)]
+    return [p["name"] for p in _visibility(svc, tx).filter(packages.all_projects(tx))]
 
 
 def list_packages_with_serial(svc: Services, tx: Tx) -> dict[str, int]:
-    return {p["name"]: int(p["last_serial"]) for p in packages.all_projects(tx)}
+    return {p["name"]: int(p["last_serial"]) for p in _visibility(svc, tx).filter(packages.all_projects(tx))}
 
 
 def changelog_last_serial(svc: Services, tx: Tx) -> int:
@@ -170,15 +182,17 @@ def changelog_since_serial(svc: Services, tx: Tx, serial: int) -> list[tuple[str
     """(name, version, timestamp, action, serial) of every change after ``serial``, oldest first."""
     if not isinstance(serial, int) or isinstance(serial, bool):
         raise InvalidParams(f"serial must be an integer, not {type(serial).__name__}")
+    vis = _visibility(svc, tx)
     return [
         (row["name"], row["version"] or "", _timestamp(row["submitted_date"]), row["action"], int(row["id"]))
         for row in journal.since(tx, serial)
+        if vis.shows(row["name"])
     ]
 
 
 def package_releases(svc: Services, tx: Tx, name: str, show_hidden: bool = False) -> list[str]:
     """Every version, newest first, with show_hidden; otherwise only the latest (as pypi.org)."""
-    project = packages.get_project(tx, _text(name, "package name"))
+    project = _readable(svc, tx, packages.get_project(tx, _text(name, "package name")))
     if project is None:
         return []
     releases = packages.releases(tx, project["id"])
@@ -188,8 +202,8 @@ def package_releases(svc: Services, tx: Tx, name: str, show_hidden: bool = False
     return sorted((r["version"] for r in releases), key=_version_key, reverse=True)
 
 
-def _release(tx: Tx, name: Any, version: Any) -> tuple[Any, Any]:
-    project = packages.get_project(tx, _text(name, "package name"))
+def _release(svc: Services, tx: Tx, name: Any, version: Any) -> tuple[Any, Any]:
+    project = _readable(svc, tx, packages.get_project(tx, _text(name, "package name")))
     if project is None:
         return None, None
     return project, packages.get_release(tx, project["id"], _text(version, "version"))
@@ -197,9 +211,10 @@ def _release(tx: Tx, name: Any, version: Any) -> tuple[Any, Any]:
 
 def release_urls(svc: Services, tx: Tx, name: str, version: str) -> list[dict[str, Any]]:
     """The files of one release, with their digests and download URLs."""
-    _, release = _release(tx, name, version)
+    project, release = _release(svc, tx, name, version)
     if release is None:
         return []
+    urls = viewer.file_urls(svc, tx, project)
     return [
         {
             "comment_text": f["comment_text"] or "",
@@ -220,7 +235,7 @@ def release_urls(svc: Services, tx: Tx, name: str, version: str) -> list[dict[st
             "size": _xml_int(f["size"]),
             "upload_time": f["upload_time"][:19],
             "upload_time_iso_8601": f["upload_time"],
-            "url": json_api.absolute(svc, svc.urls.file_url(f["path"])),
+            "url": json_api.absolute(svc, urls.file_url(f["path"])),
             "yanked": bool(f["yanked"]),
             "yanked_reason": f["yanked_reason"] or "",
         }
@@ -230,7 +245,7 @@ def release_urls(svc: Services, tx: Tx, name: str, version: str) -> list[dict[st
 
 def release_data(svc: Services, tx: Tx, name: str, version: str) -> dict[str, Any]:
     """One release's metadata in pypi.org's shape ({} when there is no such release)."""
-    project, release = _release(tx, name, version)
+    project, release = _release(svc, tx, name, version)
     if release is None:
         return {}
     urls = json.loads(release["project_urls"] or "{}")

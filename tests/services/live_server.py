@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def start_server(config: str, *, port: int | None = None, env: Mapping[str, str]
         try:
             with urllib.request.urlopen(url + "/simple/", timeout=2):
                 break
+        except urllib.error.HTTPError:
+            break  # it answers (401 on an index under [access] read = authenticated)
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()

@@ -53,11 +53,12 @@ ACCOUNT, USER = "test", "tester"
 REGION = "us-east-1"
 PART_POWER = 8
 STARTUP_TIMEOUT = 30.0
-#: s3api before tempauth (it turns S3 signatures into tempauth identities); slo after both.
+#: s3api before tempauth (it turns S3 signatures into tempauth identities); slo after both;
+#: tempurl before tempauth (it authorises signed, expiring URLs of private objects).
 PROXY_PIPELINE = " ".join(
     (
         "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats",
-        "s3api tempauth copy slo dlo proxy-logging proxy-server",
+        "tempurl s3api tempauth copy slo dlo proxy-logging proxy-server",
     )
 )
 
@@ -394,6 +395,9 @@ error_suppression_interval = 0
 [filter:s3api]
 use = egg:swift#s3api
 location = {REGION}
+
+[filter:tempurl]
+use = egg:swift#tempurl
 
 [filter:tempauth]
 use = egg:swift#tempauth

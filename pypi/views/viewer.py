@@ -1,0 +1,176 @@
+"""Who is asking: credentials on reads, the 401 challenge, and private responses.
+
+Read views are wrapped in ``@reads``: it checks the request's credentials (if
+any), answers 401 with ``WWW-Authenticate: Basic realm="pypi"`` when a read
+needs credentials it lacks (or they are wrong), and makes every response to a
+request with credentials private (``Cache-Control: private, no-store``, no
+surrogate keys): what it shows depends on who asks.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import math
+from collections.abc import Callable
+
+from webob import Request, Response
+
+from cdn import policy
+from cdn.urls import URLBuilder
+from pypi.index import access, auth, tokens
+from pypi.services import Services
+from pypi.views.responses import error, tag
+from pypi.views.throttle import LoginThrottle
+
+_current: contextvars.ContextVar[auth.User | None] = contextvars.ContextVar("cloudpypi_user", default=None)
+
+
+def current() -> auth.User | None:
+    """The user the request being answered proved itself as (None: anonymous)."""
+    return _current.get()
+
+
+def mode(svc: Services) -> str:
+    return svc.config.access.read
+
+
+def throttle(svc: Services) -> LoginThrottle:
+    """The application's login throttle (made on first use, kept on the services)."""
+    t = svc.__dict__.get("_login_throttle")
+    if t is None:
+        a = svc.config.access
+        t = svc.__dict__.setdefault(
+            "_login_throttle",
+            LoginThrottle(a.login_burst, a.login_refill_seconds, a.login_user_burst, a.login_user_delay),
+        )
+    return t
+
+
+def challenge(message: str = "Unauthorized: this index needs credentials to read") -> Response:
+    response = error(401, message)
+    response.headers["WWW-Authenticate"] = 'Basic realm="pypi"'
+    return response
+
+
+def client_address(request: Request) -> str:
+    return request.remote_addr or "unknown"
+
+
+def login(svc: Services, request: Request, username: str, password: str) -> auth.User | Response:
+    """The user these credentials prove, or the response refusing them (401, or 429 when throttled).
+
+    Used by reads and uploads alike; failures are throttled per address and per username.
+    """
+    t = throttle(svc)
+    address = client_address(request)
+    wait = t.retry_after(address)
+    if wait > 0:
+        response = error(429, "Too Many Requests: too many failed logins from this address; retry later")
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
+    t.before_check(username)
+    with svc.db.reading() as tx:
+        user = auth.authenticate(tx, username, password)
+    if user is None:
+        t.failed(address, username)
+        return challenge("Invalid or non-existent authentication information.")
+    return user
+
+
+def identify(svc: Services, request: Request) -> auth.User | None | Response:
+    """The reader (None: anonymous), or the response to send instead (401, 403, 429)."""
+    credentials = auth.parse_basic(request.headers.get("Authorization"))
+    if credentials is None:
+        if mode(svc) == access.AUTHENTICATED:
+            return challenge()
+        return None
+    user = login(svc, request, *credentials)
+    if isinstance(user, Response):
+        return user
+    if mode(svc) == access.AUTHENTICATED and not tokens.allows(user, "read"):
+        return error(403, f"Forbidden: this API token ({tokens.describe(user)}) does not allow reading")
+    return user
+
+
+def private(response: Response) -> Response:
+    """Mark a response as depending on who asks: never stored by a shared cache."""
+    return tag(response, policy.PRIVATE)
+
+
+def reads(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Wrap a read view: identify the reader first, and keep what it sees out of shared caches."""
+
+    @functools.wraps(view)
+    def wrapper(svc: Services, request: Request, **kwargs) -> Response:
+        user = identify(svc, request)
+        if isinstance(user, Response):
+            return private(user)
+        token = _current.set(user)
+        try:
+            response = view(svc, request, **kwargs)
+        except access.Denied as exc:
+            response = error(exc.status, exc.message)
+        finally:
+            _current.reset(token)
+        if (
+            user is not None
+            or request.headers.get("Authorization")
+            or mode(svc) == access.AUTHENTICATED
+            or getattr(response, "personal", False)
+        ):
+            private(response)
+        return response
+
+    return wrapper
+
+
+def protected(svc: Services, tx, project) -> bool:
+    """Whether the project's files need the application's check (private, or a closed index)."""
+    return mode(svc) == access.AUTHENTICATED or access.is_private(tx, project["id"])
+
+
+def file_urls(svc: Services, tx, project) -> URLBuilder:
+    """Where the project's file links point: the public files URL, or, for files that need
+    a check, this application's own /packages/ (which checks, then redirects to a signed URL)."""
+    if not protected(svc, tx, project):
+        return svc.urls
+    own = svc.__dict__.get("_own_urls")
+    if own is None:
+        own = svc.__dict__.setdefault("_own_urls", URLBuilder("", svc.config.webui.url))
+    return own
+
+
+def check_file(svc: Services, path: str) -> bool | Response:
+    """Whether the file at ``path`` needs the application's check (True: passed it), or the
+    404/403 refusing it. A file of a project the reader may not see does not exist."""
+    with svc.db.reading() as tx:
+        if mode(svc) == access.PUBLIC and not access.any_private(tx):
+            return False  # one cheap query: nothing is private, every file is public
+        project = access.file_project(tx, path)
+        if project is None:
+            return mode(svc) == access.AUTHENTICATED
+        if not protected(svc, tx, project):
+            return False
+        if not access.can_read(tx, current(), project, mode(svc)):
+            return error(404, "Not Found")
+    return True
+
+
+def signed_file_url(svc: Services, path: str) -> str | None:
+    """A signed, expiring URL for the file (CloudFront, else the store's own), or None: stream it."""
+    expires = svc.config.access.signed_url_expires
+    signer = cloudfront_signer(svc)
+    if signer is not None:
+        return signer.sign(svc.urls.file_url(path), expires)
+    signed = getattr(svc.storage, "signed_url", None)
+    return signed(path, expires) if signed is not None else None
+
+
+def cloudfront_signer(svc: Services):
+    """The CloudFront signer of ``[cdn] signing_key_id``/``signing_key_file`` (None if not set)."""
+    if "_cf_signer" not in svc.__dict__:
+        from cdn.signing import from_config
+
+        svc.__dict__["_cf_signer"] = from_config(svc.config.cdn.options) if svc.config.cdn.files_url else None
+    return svc.__dict__["_cf_signer"]
