@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import xmlrpc.client
+from urllib.parse import urlsplit
 
 import pytest
 import webtest
@@ -44,8 +45,11 @@ def _xmlrpc(testapp, method, *params, headers=None, status=200):
 
 
 def _file_path(testapp, name, headers):
+    """The file's path on this index (the JSON API's URLs are absolute, from the configured address)."""
     r = testapp.get(f"/pypi/{name}/json", headers=headers)
-    return r.json["urls"][0]["url"]
+    url = urlsplit(r.json["urls"][0]["url"])
+    assert url.netloc == "127.0.0.1:8080", url  # the configured address, not a files URL
+    return url.path
 
 
 def test_a_private_project_does_not_exist_for_anonymous_readers(index):

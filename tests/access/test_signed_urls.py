@@ -131,7 +131,7 @@ def _private_index(config, tmp_path):
     with database.transaction(write=True) as tx:
         access.set_visibility(tx, packages.get_project(tx, "Signed.Pkg"), True)
     url = app.get("/pypi/signed-pkg/json", headers=basic("alice")).json["urls"][0]["url"]
-    return app, url
+    return app, urllib.parse.urlsplit(url).path  # the JSON API gives absolute URLs
 
 
 def _redirected(app, url, expires=300):
