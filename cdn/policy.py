@@ -80,6 +80,11 @@ class CachePolicy:
         }
         return cls(rules, key_header=settings.get("surrogate_key_header") or "Surrogate-Key")
 
+    def cache_control(self, kind: str) -> str:
+        """The Cache-Control of ``kind`` alone: what a store that serves files itself is told
+        to answer with (``FILE``), so that a redirect to the store caches as a proxied file does."""
+        return self.rules[kind].cache_control
+
     def headers(self, kind: str, keys: Iterable[str] = ()) -> list[tuple[str, str]]:
         """The caching headers for a response of ``kind`` showing ``keys``."""
         rule = self.rules[kind]

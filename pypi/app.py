@@ -15,6 +15,7 @@ from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
 from pypi.config import Config
 from pypi.index.db import Database, DatabaseError
+from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
@@ -111,13 +112,16 @@ def build_services(
     """
     db = db or Database(config.database.url, pool_size=config.server.threads + 4)
     store = store or storage.from_config(config.storage.options, data_dir=config.data_dir)
+    cache_policy = CachePolicy.from_config(config.cdn.options)
     return Services(
         config=config,
         db=db,
         storage=store,
-        urls=URLBuilder(config.cdn.files_url, config.webui.url),
-        policy=CachePolicy.from_config(config.cdn.options),
-        uploader=Uploader(db, store, after_commit=after_commit),
+        urls=URLBuilder(config.cdn.files_url, config.webui.url, prefix=PACKAGES_PREFIX),
+        policy=cache_policy,
+        uploader=Uploader(
+            db, store, after_commit=after_commit, cache_control=cache_policy.cache_control(policy.FILE)
+        ),
         renders=RenderCache(),
     )
 

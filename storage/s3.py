@@ -36,15 +36,18 @@ from botocore.exceptions import (
 )
 
 from storage.base import (
-    IMMUTABLE_CACHE_CONTROL,
     NotFound,
     ObjectInfo,
+    RangeNotSatisfiable,
     Storage,
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
     StreamingReader,
     check_path,
+    parse_content_range,
+    range_header,
+    set_read_info,
 )
 
 MiB = 1024 * 1024
@@ -179,7 +182,7 @@ class S3Storage(Storage):
         prefix = prefix.strip("/")
         self.prefix = prefix + "/" if prefix else ""
         self.base_url = public_url.rstrip("/") + "/" if public_url else None
-        self.extra_args: dict[str, Any] = {"CacheControl": IMMUTABLE_CACHE_CONTROL}
+        self.extra_args: dict[str, Any] = {}
         if acl:
             self.extra_args["ACL"] = acl
         if server_side_encryption:
@@ -283,7 +286,7 @@ class S3Storage(Storage):
         )
 
     def _key(self, path: str) -> str:
-        return self.prefix + check_path(path)
+        return self.prefix + path
 
     def check(self) -> None:
         """HEAD the bucket; on a refusal, list it too: a HEAD answer has no error code."""
@@ -296,49 +299,66 @@ class S3Storage(Storage):
                 self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
                 raise
 
-    def put(
+    def _put(
         self,
         path: str,
         local_file: BinaryIO,
         *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
+        content_type: str,
+        metadata: Mapping[str, str],
+        cache_control: str | None,
     ) -> None:
         with self._translated("store", path):
-            self.client.upload_fileobj(
-                local_file, self.bucket, self._key(path), **self._upload_args(content_type, metadata)
-            )
+            args = self._upload_args(content_type, metadata, cache_control)
+            self.client.upload_fileobj(local_file, self.bucket, self._key(path), **args)
 
-    def put_file(
+    def _put_file(
         self,
         path: str,
         local_path: str,
         *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
+        content_type: str,
+        metadata: Mapping[str, str],
+        cache_control: str | None,
     ) -> None:
         """Upload from the path: each part is read from the file as it is sent, so memory stays
         flat (``upload_fileobj`` holds up to ``max_concurrency`` whole parts in memory)."""
         with self._translated("store", path):
-            self.client.upload_file(
-                local_path, self.bucket, self._key(path), **self._upload_args(content_type, metadata)
-            )
+            args = self._upload_args(content_type, metadata, cache_control)
+            self.client.upload_file(local_path, self.bucket, self._key(path), **args)
 
-    def _upload_args(self, content_type: str, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    def _upload_args(
+        self, content_type: str, metadata: Mapping[str, str], cache_control: str | None
+    ) -> dict[str, Any]:
         """ExtraArgs and Config for boto3's managed uploads: the object's headers and metadata."""
-        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
+        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata))
+        if cache_control:
+            extra["CacheControl"] = cache_control
         return {"ExtraArgs": extra, "Config": self.transfer_config}
 
-    def open(self, path: str) -> BinaryIO:
-        """A buffered reader over the GET response body; nothing is read before the caller reads."""
+    def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
+        """One GET (a Range GET for a range); nothing of the body is read before the caller reads."""
         key = self._key(path)
+        ranged = start != 0 or stop is not None
+        args = {"Range": range_header(start, stop)} if ranged else {}
         with self._translated("read", path):
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-        return io.BufferedReader(
+            response = self.client.get_object(Bucket=self.bucket, Key=key, **args)
+        span = parse_content_range(response.get("ContentRange")) if ranged else None
+        size = span[2] if span else response["ContentLength"]
+        info = ObjectInfo(
+            path=path,
+            size=size,
+            etag=_etag(response.get("ETag")),
+            last_modified=response.get("LastModified"),
+            content_type=response.get("ContentType"),
+        )
+        reader = io.BufferedReader(
             StreamingReader(response["Body"], lambda: self._translated("read", path)), 256 * 1024
         )
+        # A store that ignores Range answers 200 with the whole object.
+        return set_read_info(reader, info, (span[0], span[1]) if span else None)
 
-    def stat(self, path: str) -> ObjectInfo:
+    def _stat(self, path: str) -> ObjectInfo:
         key = self._key(path)
         with self._translated("stat", path):
             head = self.client.head_object(Bucket=self.bucket, Key=key)
@@ -350,18 +370,18 @@ class S3Storage(Storage):
             content_type=head.get("ContentType"),
         )
 
-    def metadata(self, path: str) -> dict[str, str]:
+    def _metadata(self, path: str) -> dict[str, str]:
         """The metadata stored with the object (S3 lower-cases the names)."""
         key = self._key(path)
         with self._translated("stat", path):
             return dict(self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}))
 
-    def delete(self, path: str) -> None:
+    def _delete(self, path: str) -> None:
         key = self._key(path)
         with self._translated("delete", path):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         """List by key prefix; folder markers (keys ending in ``/``) are skipped."""
         start = len(self.prefix)
         with self._translated(f"list {prefix!r}"):
@@ -378,7 +398,7 @@ class S3Storage(Storage):
                         last_modified=item.get("LastModified"),
                     )
 
-    def public_url(self, path: str) -> str | None:
+    def _public_url(self, path: str) -> str | None:
         """``public_url`` + the object's key, prefix included, percent-quoted (``+`` too)."""
         return self.base_url + quote(self._key(path)) if self.base_url else None
 
@@ -427,6 +447,8 @@ class S3Storage(Storage):
             return StorageMisconfigured(f"[storage] {where} does not exist", key="bucket")
         if path is not None and (code in _NOT_FOUND_CODES or status == 404):
             return NotFound(path)
+        if code == "InvalidRange" or status == 416:
+            return RangeNotSatisfiable(f"{path}: the range holds no byte of the object")
         if code in _REGION_CODES or status == 301:
             return StorageMisconfigured(
                 f"[storage] {where} is in another region than the one configured ({code})",

@@ -35,15 +35,18 @@ import urllib3
 from swiftclient.client import ClientException, Connection
 
 from storage.base import (
-    IMMUTABLE_CACHE_CONTROL,
     NotFound,
     ObjectInfo,
+    RangeNotSatisfiable,
     Storage,
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
     StreamingReader,
     check_path,
+    parse_content_range,
+    range_header,
+    set_read_info,
 )
 
 log = logging.getLogger(__name__)
@@ -300,7 +303,7 @@ class SwiftStorage(Storage):
         return message.replace(self._secret, "***") if self._secret else message
 
     def _name(self, path: str) -> str:
-        return self.prefix + check_path(path)
+        return self.prefix + path
 
     # -- the Storage interface -------------------------------------------------------------
 
@@ -345,13 +348,14 @@ class SwiftStorage(Storage):
         if not self._template.token:  # let the threads' connections start from this login
             self._template.url, self._template.token = conn.url, conn.token
 
-    def put(
+    def _put(
         self,
         path: str,
         local_file: BinaryIO,
         *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
+        content_type: str,
+        metadata: Mapping[str, str],
+        cache_control: str | None,
     ) -> None:
         """Store the file; larger than ``segment_size`` it becomes a Static Large Object.
 
@@ -361,8 +365,10 @@ class SwiftStorage(Storage):
         headers). Segments of an object this replaces are deleted afterwards.
         """
         name = self._name(path)
-        headers = {"Content-Type": content_type, "Cache-Control": IMMUTABLE_CACHE_CONTROL}
-        for meta_key, value in (metadata or {}).items():
+        headers = {"Content-Type": content_type}
+        if cache_control:
+            headers["Cache-Control"] = cache_control
+        for meta_key, value in metadata.items():
             headers[f"X-Object-Meta-{meta_key}"] = value
         with _sized(local_file, path) as (f, size), self._errors(f"storing {path}"):
             if size > self.segment_size * MAX_SEGMENTS:
@@ -460,19 +466,42 @@ class SwiftStorage(Storage):
             except _TRANSPORT_ERRORS as exc:
                 log.warning("could not delete segment %s: %s", segment_path, exc)
 
-    def open(self, path: str) -> BinaryIO:
-        """Stream the object (a Static Large Object reads as one file)."""
+    def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
+        """One GET, with a Range header for a range (a Static Large Object reads as one file)."""
         name = self._name(path)
+        ranged = start != 0 or stop is not None
+        headers = {"Range": range_header(start, stop)} if ranged else None
         with self._errors(f"reading {path}", path):
-            _, body = self._conn().get_object(self.container, name, resp_chunk_size=CHUNK)
-        return io.BufferedReader(
+            try:
+                answer, body = self._conn().get_object(
+                    self.container, name, resp_chunk_size=CHUNK, headers=headers
+                )
+            except ClientException as exc:
+                if exc.http_status == 416:
+                    raise RangeNotSatisfiable(f"{path}: the range holds no byte of the object") from None
+                raise
+        span = parse_content_range(answer.get("content-range")) if ranged else None
+        info = self._info_of(path, answer)
+        if span:
+            info = ObjectInfo(
+                path=path,
+                size=span[2],
+                etag=info.etag,
+                last_modified=info.last_modified,
+                content_type=info.content_type,
+            )
+        reader = io.BufferedReader(
             StreamingReader(body, lambda: self._errors(f"reading {path}", path)), buffer_size=CHUNK
         )
+        return set_read_info(reader, info, (span[0], span[1]) if span else None)
 
-    def stat(self, path: str) -> ObjectInfo:
+    def _stat(self, path: str) -> ObjectInfo:
         """Size, type and ETag from a HEAD; a Static Large Object's ETag is its manifest's."""
         with self._errors(f"reading {path}", path):
             headers = self._conn().head_object(self.container, self._name(path))
+        return self._info_of(path, headers)
+
+    def _info_of(self, path: str, headers: Mapping[str, str]) -> ObjectInfo:
         last_modified = headers.get("last-modified")
         return ObjectInfo(
             path=path,
@@ -484,7 +513,7 @@ class SwiftStorage(Storage):
             content_type=headers.get("content-type"),
         )
 
-    def metadata(self, path: str) -> dict[str, str]:
+    def _metadata(self, path: str) -> dict[str, str]:
         """The object's metadata, keys lower-cased with ``-`` for ``_`` (see ``put``)."""
         with self._errors(f"reading {path}", path):
             headers = self._conn().head_object(self.container, self._name(path))
@@ -494,7 +523,7 @@ class SwiftStorage(Storage):
             if k.startswith("x-object-meta-")
         }
 
-    def delete(self, path: str) -> None:
+    def _delete(self, path: str) -> None:
         """Remove the object; for a Static Large Object its segments too."""
         name = self._name(path)
         conn = self._conn()
@@ -518,7 +547,7 @@ class SwiftStorage(Storage):
                 raise
             raise StorageUnavailable(f"deleting {path}: Swift kept the large object's manifest")
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Page through the container listing (``marker``), yielding as pages arrive."""
         marker = ""
         conn = self._conn()
@@ -564,7 +593,7 @@ class SwiftStorage(Storage):
             content_type=str(item["content_type"]) if item.get("content_type") else None,
         )
 
-    def public_url(self, path: str) -> str | None:
+    def _public_url(self, path: str) -> str | None:
         """``public_url`` + the object's name in the container (prefix included), URL-quoted."""
         if not self.base_url:
             return None
