@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
+from cloudpypi_base.settings import Section
 from storage.base import (
     LimitedReader,
     NotFound,
@@ -48,11 +49,13 @@ class LocalStorage(Storage):
 
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> LocalStorage:
-        path = settings.get("path") or "packages"
-        return cls(
-            root=os.path.join(data_dir, path),
-            base_url=settings.get("public_url") or None,
+        s = Section(
+            settings,
+            name="storage",
+            base_dir=data_dir,
+            error=lambda message, key: StorageMisconfigured(message, key=key),
         )
+        return cls(root=s.path("path", "packages"), base_url=s.url("public_url"))
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, *path.split("/"))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import CancelledError
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import boto3
 import urllib3.exceptions
@@ -35,6 +34,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from cloudpypi_base.settings import Section
 from storage.base import (
     NotFound,
     ObjectInfo,
@@ -69,7 +69,6 @@ ADDRESSING_STYLES = ("auto", "path", "virtual")
 RETRY_MODES = ("legacy", "standard", "adaptive")
 
 _BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{3,255}$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _CREDENTIAL_CODES = {
     "403",
@@ -203,7 +202,7 @@ class S3Storage(Storage):
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> S3Storage:
         """Build from ``[storage]``; sizes take a KB/MB/GB (binary) suffix as the AWS CLI's do."""
-        s = _Settings(settings)
+        s = _section(settings, data_dir)
         bucket = s.text("bucket")
         if not bucket:
             raise StorageMisconfigured(
@@ -226,7 +225,7 @@ class S3Storage(Storage):
         endpoint_url = s.url("endpoint_url")
         public_url = s.url("public_url")
         access_key_id = s.text("access_key_id") or None
-        secret = _read_secret(s, data_dir)
+        secret = s.secret("secret_access_key")
         if secret and not access_key_id:
             raise StorageMisconfigured(
                 "[storage] access_key_id is required when a secret access key is set",
@@ -238,14 +237,14 @@ class S3Storage(Storage):
                 " when access_key_id is set",
                 key="secret_access_key",
             )
-        multipart_chunksize = s.size("multipart_chunksize", 8 * MiB)
+        multipart_chunksize = s.size("multipart_chunksize", 8 * MiB, low=1)
         if not MIN_PART_SIZE <= multipart_chunksize <= MAX_PART_SIZE:
             raise StorageMisconfigured(
                 f"[storage] multipart_chunksize = {multipart_chunksize} bytes is not"
                 " between 5MB and 5GB (S3's part sizes)",
                 key="multipart_chunksize",
             )
-        max_concurrency = s.whole("max_concurrency", 10)
+        max_concurrency = s.whole("max_concurrency", 10, low=1)
         try:
             client = make_client(
                 endpoint_url=endpoint_url,
@@ -253,10 +252,10 @@ class S3Storage(Storage):
                 access_key_id=access_key_id,
                 secret_access_key=secret,
                 addressing_style=s.choice("addressing_style", ADDRESSING_STYLES, "auto"),
-                max_attempts=s.whole("max_attempts", None),
+                max_attempts=s.whole("max_attempts", None, low=1),
                 retry_mode=s.choice("retry_mode", RETRY_MODES, "standard"),
-                connect_timeout=s.seconds("connect_timeout"),
-                read_timeout=s.seconds("read_timeout"),
+                connect_timeout=s.seconds("connect_timeout", None, low=0.001),
+                read_timeout=s.seconds("read_timeout", None, low=0.001),
                 max_pool_connections=max(10, max_concurrency),
             )
         except InvalidRegionError:
@@ -280,7 +279,7 @@ class S3Storage(Storage):
                 "server_side_encryption", SERVER_SIDE_ENCRYPTIONS, None
             ),
             public_url=public_url,
-            multipart_threshold=s.size("multipart_threshold", 8 * MiB),
+            multipart_threshold=s.size("multipart_threshold", 8 * MiB, low=1),
             multipart_chunksize=multipart_chunksize,
             max_concurrency=max_concurrency,
         )
@@ -474,97 +473,14 @@ class S3Storage(Storage):
         return StorageError(f"S3 {where}: cannot {_what(action, path)}: {exc}")
 
 
-class _Settings:
-    """Typed access to ``[storage]`` strings; every error names its key."""
-
-    def __init__(self, settings: Mapping[str, str]) -> None:
-        self.settings = settings
-
-    def text(self, key: str) -> str:
-        return (self.settings.get(key) or "").strip()
-
-    def _bad(self, key: str, value: str, expected: str) -> StorageMisconfigured:
-        return StorageMisconfigured(f"[storage] {key} = {value!r} is not {expected}", key=key)
-
-    def whole(self, key: str, default: int | None) -> int | None:
-        value = self.text(key)
-        if not value:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise self._bad(key, value, "a whole number") from None
-        if number < 1:
-            raise self._bad(key, value, "a positive whole number")
-        return number
-
-    def size(self, key: str, default: int) -> int:
-        value = self.text(key)
-        if not value:
-            return default
-        match = _SIZE.match(value)
-        if not match or int(match.group(1)) < 1:
-            raise self._bad(key, value, "a positive size in bytes (or with KB, MB, GB)")
-        unit = (match.group(2) or "b")[0].lower()
-        return int(match.group(1)) * 1024 ** "bkmgt".index(unit)
-
-    def seconds(self, key: str) -> float | None:
-        value = self.text(key)
-        if not value:
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            raise self._bad(key, value, "a number of seconds") from None
-        if not number > 0 or number == float("inf"):
-            raise self._bad(key, value, "a positive number of seconds")
-        return number
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
-        value = self.text(key)
-        if not value or value.lower() == "none":
-            return default
-        for choice in choices:
-            if value.lower() == choice.lower():
-                return choice
-        raise self._bad(key, value, "one of " + ", ".join(choices))
-
-    def url(self, key: str) -> str | None:
-        value = self.text(key)
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise self._bad(key, value, "an http:// or https:// URL")
-        return value
-
-
-def _read_secret(s: _Settings, data_dir: str) -> str | None:
-    """The secret from ``secret_access_key`` or the file ``secret_access_key_file`` names."""
-    secret = s.settings.get("secret_access_key") or ""
-    filename = s.text("secret_access_key_file")
-    if secret and filename:
-        raise StorageMisconfigured(
-            "[storage] set secret_access_key or secret_access_key_file, not both",
-            key="secret_access_key_file",
-        )
-    if filename:
-        filename = os.path.join(data_dir, os.path.expanduser(filename))
-        try:
-            with open(filename, encoding="utf-8") as f:
-                secret = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise StorageMisconfigured(
-                f"[storage] secret_access_key_file: cannot read {filename}: {reason}",
-                key="secret_access_key_file",
-            ) from None
-        if not secret:
-            raise StorageMisconfigured(
-                f"[storage] secret_access_key_file: {filename} is empty",
-                key="secret_access_key_file",
-            )
-    return secret.strip() or None
+def _section(settings: Mapping[str, str], data_dir: str) -> Section:
+    """``[storage]`` with the shared typed getters; errors are StorageMisconfigured(key=...)."""
+    return Section(
+        settings,
+        name="storage",
+        base_dir=data_dir,
+        error=lambda message, key: StorageMisconfigured(message, key=key),
+    )
 
 
 def _what(action: str, path: str | None) -> str:

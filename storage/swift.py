@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -34,6 +33,7 @@ import requests
 import urllib3
 from swiftclient.client import ClientException, Connection
 
+from cloudpypi_base.settings import Section
 from storage.base import (
     NotFound,
     ObjectInfo,
@@ -63,7 +63,6 @@ CHUNK = 1 * MiB
 SPOOL_IN_MEMORY = 8 * MiB
 
 _UTC = datetime.timezone.utc  # noqa: UP017 - datetime.UTC needs 3.11, setup.py allows 3.10
-_SIZE = re.compile(r"^(\d+)\s*([kmgt]i?b?)?$", re.IGNORECASE)
 _AUTH_VERSIONS = {"1": "1.0", "1.0": "1.0", "2": "2.0", "2.0": "2.0", "3": "3"}
 #: What a network failure looks like, whichever layer raises it.
 _TRANSPORT_ERRORS = (
@@ -161,8 +160,13 @@ class SwiftStorage(Storage):
         ``public_url``, ``timeout`` (seconds, default 30), ``retries`` (default 3).
         """
 
-        def get(name: str) -> str:
-            return (settings.get(name) or "").strip()
+        s = Section(
+            settings,
+            name="storage",
+            base_dir=data_dir,
+            error=lambda message, key: StorageMisconfigured(message, key=key),
+        )
+        get = s.text
 
         container = get("container")
         if not container:
@@ -196,7 +200,7 @@ class SwiftStorage(Storage):
         user = get("user")
         if not user:
             raise StorageMisconfigured("[storage] user is required for backend = swift", key="user")
-        key = _read_key(settings, data_dir)
+        key = s.secret("key", required=True)
         project, tenant = get("project"), get("tenant")
         if project and tenant and project != tenant:
             raise StorageMisconfigured(
@@ -235,12 +239,10 @@ class SwiftStorage(Storage):
             user_domain=get("user_domain") or domain_default,
             region=get("region") or None,
             prefix=prefix,
-            segment_size=_size_setting(
-                settings, "segment_size", DEFAULT_SEGMENT_SIZE, MiB, MAX_SEGMENT_SIZE
-            ),
+            segment_size=s.size("segment_size", DEFAULT_SEGMENT_SIZE, low=MiB, high=MAX_SEGMENT_SIZE),
             public_url=public_url,
-            timeout=_number(settings, "timeout", float, 30.0, 0.001, 24 * 3600),
-            retries=_number(settings, "retries", int, 3, 0, 100),
+            timeout=s.seconds("timeout", 30.0, low=0.001, high=24 * 3600),
+            retries=s.whole("retries", 3, low=0, high=100),
         )
 
     # -- connections and errors ------------------------------------------------------------
@@ -658,71 +660,3 @@ def _sized(f: BinaryIO, path: str) -> Iterator[tuple[BinaryIO, int]]:
         size = spool.tell()
         spool.seek(0)
         yield spool, size  # type: ignore[misc]
-
-
-def _read_key(settings: Mapping[str, str], data_dir: str) -> str:
-    key = (settings.get("key") or "").strip()
-    key_file = (settings.get("key_file") or "").strip()
-    if key and key_file:
-        raise StorageMisconfigured("[storage] set key or key_file, not both", key="key_file")
-    if key:
-        return key
-    if not key_file:
-        raise StorageMisconfigured(
-            "[storage] key (or key_file) is required for backend = swift", key="key"
-        )
-    full = os.path.join(data_dir, key_file)
-    try:
-        with open(full, encoding="utf-8") as kf:
-            key = kf.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise StorageMisconfigured(
-            f"[storage] key_file: cannot read {full}: {reason}", key="key_file"
-        ) from None
-    if not key:
-        raise StorageMisconfigured(f"[storage] key_file: {full} is empty", key="key_file")
-    return key
-
-
-def _size_setting(settings: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    """Bytes, or a number with a binary K/M/G/T suffix (``512MB``, ``1GiB``), as for S3."""
-    raw = (settings.get(name) or "").strip()
-    if not raw:
-        return default
-    match = _SIZE.match(raw)
-    value = 0
-    if match:
-        unit = (match.group(2) or "b")[0].lower()
-        value = int(match.group(1)) * 1024 ** "bkmgt".index(unit)
-    if not low <= value <= high:
-        raise StorageMisconfigured(
-            f"[storage] {name} = {raw!r}: expected a size from {low // MiB}MB to "
-            f"{high // GiB}GB (bytes, or with a KB/MB/GB suffix)",
-            key=name,
-        )
-    return value
-
-
-def _number(
-    settings: Mapping[str, str],
-    name: str,
-    kind: type[int | float],
-    default: float,
-    low: float,
-    high: float,
-) -> int | float:
-    raw = (settings.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise StorageMisconfigured(
-            f"[storage] {name} = {raw!r}: expected {'an integer' if kind is int else 'a number'} "
-            f"from {low} to {high}",
-            key=name,
-        )
-    return value
