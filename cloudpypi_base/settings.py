@@ -55,7 +55,8 @@ def parse_duration(text: str) -> float | None:
 
 
 def format_size(n: float) -> str:
-    """Bytes for people: ``512 B``, ``1.5 KiB``, ``3.2 MiB``, ``1.0 GiB`` (binary units)."""
+    """Bytes for people: ``512 B``, ``1.5 KiB``, ``100.0 MiB``, ``2.0 GiB`` (binary units): the
+    one formatter of upload limits, migrate-storage progress and settings errors."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 import storage
+from cloudpypi_base.settings import format_size
 from pypi.index.objects import PACKAGES_PREFIX, StoredObject
 
 CHUNK = 1024 * 1024
@@ -82,14 +83,14 @@ class MigrationResult:
         if dry_run:
             return (
                 f"dry run: {len(self.planned)} of {self.total} objects would be copied "
-                f"({_human(self.bytes)} known), {self.skipped} already there, "
+                f"({format_size(self.bytes)} known), {self.skipped} already there, "
                 f"{len(self.failed)} failed, in {self.seconds:.1f} s"
             )
         rate = self.bytes / self.seconds if self.seconds > 0 else 0.0
         return (
             f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)} "
-            f"of {self.total} objects; {self.bytes} bytes ({_human(self.bytes)}) "
-            f"in {self.seconds:.1f} s ({_human(rate)}/s)"
+            f"of {self.total} objects; {self.bytes} bytes ({format_size(self.bytes)}) "
+            f"in {self.seconds:.1f} s ({format_size(rate)}/s)"
         )
 
 
@@ -158,7 +159,7 @@ class Progress:
         for outcome in Outcome:
             if self.counts[outcome]:
                 parts.append(f"{outcome.value} {self.counts[outcome]}")
-        parts.append(f"{_human(self.bytes)} ({_human(self.bytes / elapsed)}/s)")
+        parts.append(f"{format_size(self.bytes)} ({format_size(self.bytes / elapsed)}/s)")
         text = ", ".join(parts)
         if not self.tty:
             return f"{self.label}: {text}"
@@ -389,11 +390,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (storage.StorageError, CorruptObject)):
         return text
     return f"{type(exc).__name__}: {text}"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
