@@ -153,3 +153,41 @@ def test_an_unknown_name_lists_the_known_ones():
             setting="[x] kind",
             plural="things",
         )
+
+
+def test_backends_and_purgers_read_the_shared_grammar(tmp_path, monkeypatch):
+    from storage.s3 import S3Storage
+    from storage.swift import SwiftStorage
+
+    monkeypatch.setenv("TEST_S3_SECRET", "from-the-environment")
+    s3 = S3Storage.from_config(
+        {
+            "bucket": "b-1",
+            "access_key_id": "AKID",
+            "secret_access_key_env": "TEST_S3_SECRET",
+            "multipart_chunksize": "6MiB",
+            "read_timeout": "2m",
+        },
+        data_dir=str(tmp_path),
+    )
+    assert s3.client._request_signer._credentials.secret_key == "from-the-environment"
+    assert s3.transfer_config.multipart_chunksize == 6 * 1024**2
+    assert s3.client.meta.config.read_timeout == 120
+    swift = SwiftStorage.from_config(
+        {
+            "auth_url": "http://swift.test/auth/v1.0",
+            "user": "u",
+            "key_env": "TEST_S3_SECRET",
+            "container": "c",
+            "timeout": "1m",
+            "segment_size": "1GiB",
+        },
+        data_dir=str(tmp_path),
+    )
+    assert swift.segment_size == 1024**3 and swift._template.timeout == 60
+    with pytest.raises(storage.StorageMisconfigured) as exc:
+        S3Storage.from_config({"bucket": "b-1", "read_timeout": "soon"}, data_dir=str(tmp_path))
+    assert exc.value.key == "read_timeout" and "[storage] read_timeout" in str(exc.value)
+    assert purge.seconds({"timeout": "5m"}, "timeout", 10.0) == 300.0
+    with pytest.raises(purge.PurgerMisconfigured, match=r"\[cdn\] soft: 'maybe' is not true or false"):
+        purge.flag({"soft": "maybe"}, "soft", False)
