@@ -13,6 +13,7 @@ from cloudpypi_base import plugins
 from storage.base import (
     InvalidPath,
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
     RangeNotSatisfiable,
     Storage,
@@ -24,6 +25,7 @@ from storage.base import (
 __all__ = [
     "InvalidPath",
     "NotFound",
+    "ObjectHeaders",
     "ObjectInfo",
     "RangeNotSatisfiable",
     "Storage",

@@ -15,7 +15,7 @@ import datetime
 import io
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 
@@ -48,6 +48,17 @@ class InvalidPath(StorageError, ValueError):
 
 class RangeNotSatisfiable(StorageError, ValueError):
     """The byte range asked of ``open`` starts at or beyond the end of the object."""
+
+
+@dataclass(frozen=True)
+class ObjectHeaders:
+    """What ``put`` stores with an object besides its bytes (the caller decides all three)."""
+
+    content_type: str = "application/octet-stream"
+    #: A small mapping of ASCII strings kept with the object.
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: The Cache-Control a store that serves HTTP itself (S3, Swift) answers with; None: none.
+    cache_control: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,11 +167,7 @@ class Storage(abc.ABC):
         serves HTTP itself (S3, Swift) answers with. The caller decides it.
         """
         self._put(
-            check_path(path),
-            local_file,
-            content_type=content_type,
-            metadata=dict(metadata or {}),
-            cache_control=cache_control,
+            check_path(path), local_file, ObjectHeaders(content_type, dict(metadata or {}), cache_control)
         )
 
     def put_file(
@@ -177,13 +184,8 @@ class Storage(abc.ABC):
         The caller leaves ``local_path`` untouched until this returns and may
         delete it afterwards.
         """
-        self._put_file(
-            check_path(path),
-            local_path,
-            content_type=content_type,
-            metadata=dict(metadata or {}),
-            cache_control=cache_control,
-        )
+        headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        self._put_file(check_path(path), local_path, headers)
 
     def open(self, path: str, *, start: int = 0, stop: int | None = None) -> BinaryIO:
         """A readable, streaming file over the object (or the bytes ``[start, stop)`` of it).
@@ -249,30 +251,14 @@ class Storage(abc.ABC):
     # -- what a backend implements (paths already checked) -------------------------------
 
     @abc.abstractmethod
-    def _put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         """Store ``local_file`` at ``path``, atomically (see ``put``)."""
 
-    def _put_file(
-        self,
-        path: str,
-        local_path: str,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
         """Store the file at ``local_path``; override to avoid a copy (a hard link, a
         multipart upload read from the path). The default opens it and calls ``_put``."""
         with open(local_path, "rb") as f:
-            self._put(path, f, content_type=content_type, metadata=metadata, cache_control=cache_control)
+            self._put(path, f, headers)
 
     @abc.abstractmethod
     def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:

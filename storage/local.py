@@ -17,6 +17,7 @@ from cloudpypi_base.settings import Section
 from storage.base import (
     LimitedReader,
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
     Storage,
     StorageMisconfigured,
@@ -83,15 +84,7 @@ class LocalStorage(Storage):
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageMisconfigured(f"[storage] path: {self.root} is not writable", key="path")
 
-    def _put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         full = self._full(path)
         folder = os.path.dirname(full)
         try:
@@ -103,7 +96,7 @@ class LocalStorage(Storage):
                     out.flush()
                     os.fchmod(out.fileno(), FILE_MODE)
                     os.fsync(out.fileno())
-                self._write_meta(full, content_type, metadata)
+                self._write_meta(full, headers.content_type, headers.metadata)
                 os.replace(tmp, full)
             except BaseException:
                 _unlink(tmp)
@@ -112,15 +105,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
 
-    def _put_file(
-        self,
-        path: str,
-        local_path: str,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
         """Hard-link the file into place when it is on the same disk (no copy); else copy."""
         full = self._full(path)
         folder = os.path.dirname(full)
@@ -130,7 +115,7 @@ class LocalStorage(Storage):
             os.link(local_path, tmp)
         except OSError:
             with open(local_path, "rb") as f:
-                self._put(path, f, content_type=content_type, metadata=metadata, cache_control=cache_control)
+                self._put(path, f, headers)
             return
         try:
             fd = os.open(tmp, os.O_RDONLY)
@@ -139,7 +124,7 @@ class LocalStorage(Storage):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._write_meta(full, content_type, metadata)
+            self._write_meta(full, headers.content_type, headers.metadata)
             os.replace(tmp, full)
             _fsync_dir(folder)
         except OSError as exc:

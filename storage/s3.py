@@ -37,6 +37,7 @@ from botocore.exceptions import (
 from cloudpypi_base.settings import Section
 from storage.base import (
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
     RangeNotSatisfiable,
     Storage,
@@ -298,41 +299,23 @@ class S3Storage(Storage):
                 self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
                 raise
 
-    def _put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         with self._translated("store", path):
-            args = self._upload_args(content_type, metadata, cache_control)
+            args = self._upload_args(headers)
             self.client.upload_fileobj(local_file, self.bucket, self._key(path), **args)
 
-    def _put_file(
-        self,
-        path: str,
-        local_path: str,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
         """Upload from the path: each part is read from the file as it is sent, so memory stays
         flat (``upload_fileobj`` holds up to ``max_concurrency`` whole parts in memory)."""
         with self._translated("store", path):
-            args = self._upload_args(content_type, metadata, cache_control)
+            args = self._upload_args(headers)
             self.client.upload_file(local_path, self.bucket, self._key(path), **args)
 
-    def _upload_args(
-        self, content_type: str, metadata: Mapping[str, str], cache_control: str | None
-    ) -> dict[str, Any]:
+    def _upload_args(self, headers: ObjectHeaders) -> dict[str, Any]:
         """ExtraArgs and Config for boto3's managed uploads: the object's headers and metadata."""
-        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata))
-        if cache_control:
-            extra["CacheControl"] = cache_control
+        extra = dict(self.extra_args, ContentType=headers.content_type, Metadata=dict(headers.metadata))
+        if headers.cache_control:
+            extra["CacheControl"] = headers.cache_control
         return {"ExtraArgs": extra, "Config": self.transfer_config}
 
     def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:

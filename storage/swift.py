@@ -36,6 +36,7 @@ from swiftclient.client import ClientException, Connection
 from cloudpypi_base.settings import Section
 from storage.base import (
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
     RangeNotSatisfiable,
     Storage,
@@ -350,15 +351,7 @@ class SwiftStorage(Storage):
         if not self._template.token:  # let the threads' connections start from this login
             self._template.url, self._template.token = conn.url, conn.token
 
-    def _put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str],
-        cache_control: str | None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         """Store the file; larger than ``segment_size`` it becomes a Static Large Object.
 
         A stream whose size cannot be found by seeking is spooled to a
@@ -367,11 +360,11 @@ class SwiftStorage(Storage):
         headers). Segments of an object this replaces are deleted afterwards.
         """
         name = self._name(path)
-        headers = {"Content-Type": content_type}
-        if cache_control:
-            headers["Cache-Control"] = cache_control
-        for meta_key, value in metadata.items():
-            headers[f"X-Object-Meta-{meta_key}"] = value
+        http_headers = {"Content-Type": headers.content_type}
+        if headers.cache_control:
+            http_headers["Cache-Control"] = headers.cache_control
+        for meta_key, value in headers.metadata.items():
+            http_headers[f"X-Object-Meta-{meta_key}"] = value
         with _sized(local_file, path) as (f, size), self._errors(f"storing {path}"):
             if size > self.segment_size * MAX_SEGMENTS:
                 raise StorageMisconfigured(
@@ -384,10 +377,10 @@ class SwiftStorage(Storage):
             source = _Source(f)
             try:
                 if size > self.segment_size:
-                    self._put_slo(conn, name, source, size, headers)
+                    self._put_slo(conn, name, source, size, http_headers)
                 else:
                     conn.put_object(
-                        self.container, name, contents=source, content_length=size, headers=headers
+                        self.container, name, contents=source, content_length=size, headers=http_headers
                     )
             except ClientException as exc:
                 if exc.http_status == 404:

@@ -119,11 +119,11 @@ class Wrapped(storage.Storage):
     def from_config(cls, settings, *, data_dir):  # pragma: no cover - built directly
         raise NotImplementedError
 
-    def _put(self, path, local_file, **kw):
-        return self.inner._put(path, local_file, **kw)
+    def _put(self, path, local_file, headers):
+        return self.inner._put(path, local_file, headers)
 
-    def _put_file(self, path, local_path, **kw):
-        return self.inner._put_file(path, local_path, **kw)
+    def _put_file(self, path, local_path, headers):
+        return self.inner._put_file(path, local_path, headers)
 
     def _open(self, path, start, stop):
         return self.inner._open(path, start, stop)
@@ -160,13 +160,13 @@ class BrokenStore(Wrapped):
             self.refused.append(path)
             raise storage.StorageUnavailable(f"cannot write {path}: connection refused (test)")
 
-    def _put(self, path, local_file, **kw):
+    def _put(self, path, local_file, headers):
         self._refuse(path)
-        return super()._put(path, local_file, **kw)
+        return super()._put(path, local_file, headers)
 
-    def _put_file(self, path, local_path, **kw):
+    def _put_file(self, path, local_path, headers):
         self._refuse(path)
-        return super()._put_file(path, local_path, **kw)
+        return super()._put_file(path, local_path, headers)
 
 
 class FailingDeletes(Wrapped):
