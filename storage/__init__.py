@@ -20,6 +20,7 @@ from storage.base import (
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
+    Temporary,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "StorageError",
     "StorageMisconfigured",
     "StorageUnavailable",
+    "Temporary",
     "backend_class",
     "from_config",
     "known_backends",
