@@ -7,7 +7,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*"]),
+    packages=find_packages(
+        include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*", "cloudpypi_base", "cloudpypi_base.*"]
+    ),
     package_data={"pypi": ["templates/*.html", "index/schema/*.sql"], "cdn": ["varnish/*.vcl"]},
     install_requires=[
         "WebOb>=1.8",
@@ -42,12 +44,12 @@ setup(
     },
     entry_points={
         "console_scripts": ["cloudpypi = pypi.cli:main"],
-        "cloudpypi.storage": [
+        "cloudpypi.storage.v1": [
             "local = storage.local:LocalStorage",
             "s3 = storage.s3:S3Storage",
             "swift = storage.swift:SwiftStorage",
         ],
-        "cloudpypi.purgers": [
+        "cloudpypi.purgers.v1": [
             "none = cdn.purge:NullPurger",
             "fastly = cdn.purgers.fastly:FastlyPurger",
             "cloudfront = cdn.purgers.cloudfront:CloudFrontPurger",

@@ -44,7 +44,7 @@ from benchmarks import RESULTS, ROOT, WORK
 from pypi.cli import main as cloudpypi
 from pypi.index import packages
 from pypi.index.db import Database
-from pypi.upload.pipeline import content_path
+from pypi.index.objects import content_path
 from storage.local import LocalStorage
 from tests.services.live_server import write_config
 from tests.services.moto_s3 import MotoServer, empty_and_delete_bucket, new_bucket_name

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from cloudpypi_base.settings import Section
+
 #: Kinds of response.
 FILE = "file"  # a package file or .metadata: never changes
 INDEX = "index"  # /simple/, /simple/<name>/, JSON API, XML-RPC reads
@@ -35,12 +37,10 @@ def _directives(*pairs: tuple[str, int | None]) -> str:
 
 
 def _int(settings: Mapping[str, str], key: str, default: int) -> int:
-    try:
-        value = int(settings.get(key, default))
-    except (TypeError, ValueError):
-        raise ValueError(f"[cdn] {key}: {settings.get(key)!r} is not a whole number of seconds") from None
-    if value < 0:
-        raise ValueError(f"[cdn] {key}: must not be negative")
+    """A whole, non-negative number of seconds (the shared settings grammar's ``whole``)."""
+    section = Section(settings, name="cdn", error=lambda message, _key: ValueError(message))
+    value = section.whole(key, default, low=0)
+    assert value is not None
     return value
 
 
@@ -79,6 +79,11 @@ class CachePolicy:
             PRIVATE: CacheRule("private, no-store"),
         }
         return cls(rules, key_header=settings.get("surrogate_key_header") or "Surrogate-Key")
+
+    def cache_control(self, kind: str) -> str:
+        """The Cache-Control of ``kind`` alone: what a store that serves files itself is told
+        to answer with (``FILE``), so that a redirect to the store caches as a proxied file does."""
+        return self.rules[kind].cache_control
 
     def headers(self, kind: str, keys: Iterable[str] = ()) -> list[tuple[str, str]]:
         """The caching headers for a response of ``kind`` showing ``keys``."""

@@ -7,17 +7,21 @@ decides when to call it and retries when it fails.
 
 Built-in purgers: ``none`` (here), ``fastly``, ``cloudfront`` and ``varnish``
 (in ``cdn.purgers``); plugins register more in the entry-point group
-``cloudpypi.purgers``.
+``cloudpypi.purgers.v1`` (the unversioned ``cloudpypi.purgers`` is still read).
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from importlib.metadata import entry_points
 
-GROUP = "cloudpypi.purgers"
+from cloudpypi_base import plugins
+from cloudpypi_base.settings import Section
+
+#: The entry-point group plugins register purgers in; ``v1`` is this Purger interface.
+GROUP = "cloudpypi.purgers.v1"
+#: The unversioned group of earlier releases: still read, with a deprecation warning.
+LEGACY_GROUP = "cloudpypi.purgers"
 
 #: name -> (module, class, what to pip install for its libraries)
 BUILTIN = {
@@ -89,35 +93,20 @@ class NullPurger(Purger):
 
 def known_purgers() -> list[str]:
     """Every name ``[cdn] purge`` accepts here: the built-ins and installed plugins."""
-    return sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=GROUP)})
+    return plugins.known_names(BUILTIN, GROUP, LEGACY_GROUP)
 
 
 def purger_class(name: str) -> type[Purger]:
     """The class behind a purger name; PurgerMisconfigured for an unknown name or a missing library."""
-    if name in BUILTIN:
-        module_name, class_name, package = BUILTIN[name]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            hint = f" (pip install '{package}')" if package else ""
-            raise PurgerMisconfigured(
-                f"[cdn] purge = {name} needs a library that is not installed: {exc.name}{hint}"
-            ) from None
-        return getattr(module, class_name)
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            try:
-                cls = ep.load()
-            except ImportError as exc:
-                raise PurgerMisconfigured(
-                    f"[cdn] purge = {name}: the plugin {ep.value} cannot be imported: {exc} "
-                    f"(pip install the package that provides it)"
-                ) from None
-            if not (isinstance(cls, type) and issubclass(cls, Purger)):
-                raise PurgerMisconfigured(f"[cdn] purge = {name}: {ep.value} is not a cdn.purge.Purger")
-            return cls
-    raise PurgerMisconfigured(
-        f"[cdn] purge = {name!r} is unknown; known purgers: {', '.join(known_purgers())}"
+    return plugins.load_class(
+        name,
+        builtins=BUILTIN,
+        group=GROUP,
+        legacy_group=LEGACY_GROUP,
+        base=Purger,
+        error=PurgerMisconfigured,
+        setting="[cdn] purge",
+        plural="purgers",
     )
 
 
@@ -127,32 +116,23 @@ def from_config(settings: Mapping[str, str]) -> Purger:
     return purger_class(name).from_config(settings)
 
 
+def section(settings: Mapping[str, str]) -> Section:
+    """``[cdn]`` read with the shared typed getters; errors are PurgerMisconfigured."""
+    return Section(settings, name="cdn", error=lambda message, key: PurgerMisconfigured(message))
+
+
 def setting(settings: Mapping[str, str], key: str, default: str = "") -> str:
     """``settings[key]`` stripped, or ``default`` when absent or empty."""
-    return (settings.get(key) or "").strip() or default
+    return section(settings).text(key, default)
 
 
 def flag(settings: Mapping[str, str], key: str, default: bool) -> bool:
     """A yes/no setting: true/false, yes/no, on/off, 1/0."""
-    value = setting(settings, key).lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise PurgerMisconfigured(f"[cdn] {key}: {value!r} is not true or false")
+    return section(settings).flag(key, default)
 
 
 def seconds(settings: Mapping[str, str], key: str, default: float) -> float:
-    """A positive number of seconds."""
-    value = setting(settings, key)
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise PurgerMisconfigured(f"[cdn] {key}: {value!r} is not a number of seconds") from None
-    if number <= 0:
-        raise PurgerMisconfigured(f"[cdn] {key}: must be more than 0")
-    return number
+    """A positive duration in seconds (``30``, ``30s``, ``5m``)."""
+    value = section(settings).seconds(key, default, low=0.001)
+    assert value is not None
+    return value

@@ -1,11 +1,12 @@
-"""Builds the public URL of every package file and ``.metadata`` object."""
+"""Builds the public URL of every package file and ``.metadata`` object.
+
+Pure path -> URL: the caller (``pypi/``) says which path prefix its objects
+live under; nothing here knows of storage or of the index.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import quote
-
-#: Storage paths of package files start with this; the URL keeps the rest.
-PACKAGES_PREFIX = "packages/"
 
 
 class URLBuilder:
@@ -13,19 +14,16 @@ class URLBuilder:
 
     With no ``files_url`` the links point at this application's own
     ``/packages/`` (absolute when the application's URL is known, else
-    root-relative, which PEP 503 allows).
+    root-relative, which PEP 503 allows). ``prefix`` is the storage prefix of
+    every object (``packages/``): the URL keeps the rest of the path.
     """
 
-    def __init__(self, files_url: str = "", app_url: str = "") -> None:
+    def __init__(self, files_url: str = "", app_url: str = "", *, prefix: str = "packages/") -> None:
         base = files_url or (app_url.rstrip("/") + "/packages/")
         self.base = base.rstrip("/") + "/"
-        self.is_cdn = bool(files_url)
+        self.prefix = prefix
 
     def file_url(self, path: str) -> str:
         """The URL of the object at storage ``path`` (``packages/ab/cd/.../name.whl``)."""
-        rest = path[len(PACKAGES_PREFIX) :] if path.startswith(PACKAGES_PREFIX) else path
+        rest = path[len(self.prefix) :] if path.startswith(self.prefix) else path
         return self.base + quote(rest, safe="/+!~*'()@:")
-
-    def metadata_url(self, path: str) -> str:
-        """The URL of a wheel's METADATA stored beside it (PEP 658/714)."""
-        return self.file_url(path + ".metadata")

@@ -15,6 +15,7 @@ from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
 from pypi.config import Config
 from pypi.index.db import Database, DatabaseError
+from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
@@ -137,14 +138,17 @@ def build_services(
     from pypi.upstream.hooks import upstream_parts
 
     upstream, guard = upstream_parts(config, db, store)
-    uploader = Uploader(db, store, after_commit=after_commit)
+    cache_policy = CachePolicy.from_config(config.cdn.options)
+    uploader = Uploader(
+        db, store, after_commit=after_commit, cache_control=cache_policy.cache_control(policy.FILE)
+    )
     uploader.guard = guard
     return Services(
         config=config,
         db=db,
         storage=store,
-        urls=URLBuilder(config.cdn.files_url, config.webui.url),
-        policy=CachePolicy.from_config(config.cdn.options),
+        urls=URLBuilder(config.cdn.files_url, config.webui.url, prefix=PACKAGES_PREFIX),
+        policy=cache_policy,
         uploader=uploader,
         renders=RenderCache(),
         upstream=upstream,

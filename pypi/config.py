@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from cloudpypi_base.settings import Section
+
 ENV_CONFIG = "CLOUDPYPI_CONFIG"
 ENV_PREFIX = "CLOUDPYPI_"
 SECTIONS = ("server", "webui", "database", "storage", "cdn", "upstream", "access")
@@ -150,26 +152,27 @@ class Config:
         return f"http://{host}:{self.server.port}"
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.I)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+def _one(where: str, text: str) -> Section:
+    """``text`` as the only value of a section, for the shared typed getters
+    (``cloudpypi_base.settings``: the grammar storage backends and purgers use too)."""
+    section, _, key = where.partition("] ")
+    return Section({key: text}, name=section.lstrip("["), error=lambda message, _key: ConfigError(message))
 
 
 def parse_size(text: str, *, where: str) -> int:
     """``"100M"``, ``"1 GiB"``, ``"4096"`` -> bytes; ConfigError otherwise."""
-    m = _SIZE.match(text or "")
-    if not m:
+    key = where.partition("] ")[2]
+    value = _one(where, text or "").size(key, None)
+    if value is None:
         raise ConfigError(f"{where}: {text!r} is not a size (bytes, or a number with K, M, G)")
-    unit = (m.group(2) or "").lower()[:1]
-    return int(m.group(1)) * _UNITS[unit]
+    return value
 
 
 def _int(text: str, *, where: str, low: int = 0, high: int | None = None) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {text!r} is not a whole number") from None
-    if value < low or (high is not None and value > high):
-        raise ConfigError(f"{where}: {value} is out of range ({low}..{high or 'any'})")
+    key = where.partition("] ")[2]
+    value = _one(where, str(text)).whole(key, None, low=low, high=high)
+    if value is None:
+        raise ConfigError(f"{where}: {text!r} is not a whole number")
     return value
 
 

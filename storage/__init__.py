@@ -2,19 +2,20 @@
 
 ``from_config`` turns ``[storage] backend = NAME`` into a ready backend: the
 built-in names, or any backend a plugin registers in the entry-point group
-``cloudpypi.storage``.
+``cloudpypi.storage.v1`` (the unversioned ``cloudpypi.storage`` is still read).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 
+from cloudpypi_base import plugins
 from storage.base import (
     InvalidPath,
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
+    RangeNotSatisfiable,
     Storage,
     StorageError,
     StorageMisconfigured,
@@ -25,7 +26,9 @@ from storage.base import (
 __all__ = [
     "InvalidPath",
     "NotFound",
+    "ObjectHeaders",
     "ObjectInfo",
+    "RangeNotSatisfiable",
     "Storage",
     "StorageError",
     "StorageMisconfigured",
@@ -36,54 +39,36 @@ __all__ = [
     "known_backends",
 ]
 
-#: name -> (module, class, the pip extra that brings its libraries)
+#: name -> (module, class, the pip requirement that brings its libraries)
 BUILTIN = {
     "local": ("storage.local", "LocalStorage", None),
-    "s3": ("storage.s3", "S3Storage", "s3"),
-    "swift": ("storage.swift", "SwiftStorage", "swift"),
+    "s3": ("storage.s3", "S3Storage", "cloudpypi[s3]"),
+    "swift": ("storage.swift", "SwiftStorage", "cloudpypi[swift]"),
 }
 
-GROUP = "cloudpypi.storage"
+#: The entry-point group plugins register backends in; ``v1`` is this Storage
+#: interface (public methods check paths, backends implement ``_put``, ``_open``, ...).
+GROUP = "cloudpypi.storage.v1"
+#: The unversioned group of earlier releases: still read, with a deprecation warning.
+LEGACY_GROUP = "cloudpypi.storage"
 
 
 def known_backends() -> list[str]:
     """Every backend name that ``[storage] backend`` accepts here."""
-    names = set(BUILTIN)
-    names.update(ep.name for ep in entry_points(group=GROUP))
-    return sorted(names)
+    return plugins.known_names(BUILTIN, GROUP, LEGACY_GROUP)
 
 
 def backend_class(name: str) -> type[Storage]:
     """The class behind a backend name; StorageMisconfigured for an unknown name or missing library."""
-    if name in BUILTIN:
-        module_name, class_name, extra = BUILTIN[name]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            hint = f" (pip install 'cloudpypi[{extra}]')" if extra else ""
-            raise StorageMisconfigured(
-                f"[storage] backend = {name} needs a library that is not installed: {exc.name}{hint}",
-                key="backend",
-            ) from None
-        return getattr(module, class_name)
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            try:
-                cls = ep.load()
-            except ImportError as exc:
-                raise StorageMisconfigured(
-                    f"[storage] backend = {name}: the plugin {ep.value} cannot be imported: {exc}",
-                    key="backend",
-                ) from None
-            if not (isinstance(cls, type) and issubclass(cls, Storage)):
-                raise StorageMisconfigured(
-                    f"[storage] backend = {name}: {ep.value} is not a storage.base.Storage subclass",
-                    key="backend",
-                )
-            return cls
-    raise StorageMisconfigured(
-        f"[storage] backend = {name!r} is unknown; known backends: {', '.join(known_backends())}",
-        key="backend",
+    return plugins.load_class(
+        name,
+        builtins=BUILTIN,
+        group=GROUP,
+        legacy_group=LEGACY_GROUP,
+        base=Storage,
+        error=lambda message: StorageMisconfigured(message, key="backend"),
+        setting="[storage] backend",
+        plural="backends",
     )
 
 

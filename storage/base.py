@@ -15,12 +15,8 @@ import datetime
 import io
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
-
-#: Headers every stored package file carries, so a CDN that reads the bucket
-#: directly serves them right. The path names the content: it never changes.
-IMMUTABLE_CACHE_CONTROL = "max-age=365000000, immutable, public"
 
 
 class StorageError(Exception):
@@ -48,6 +44,21 @@ class StorageMisconfigured(StorageError):
 
 class InvalidPath(StorageError, ValueError):
     """The path is empty, absolute, or climbs out of the store (``..``)."""
+
+
+class RangeNotSatisfiable(StorageError, ValueError):
+    """The byte range asked of ``open`` starts at or beyond the end of the object."""
+
+
+@dataclass(frozen=True)
+class ObjectHeaders:
+    """What ``put`` stores with an object besides its bytes (the caller decides all three)."""
+
+    content_type: str = "application/octet-stream"
+    #: A small mapping of ASCII strings kept with the object.
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: The Cache-Control a store that serves HTTP itself (S3, Swift) answers with; None: none.
+    cache_control: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,11 +98,55 @@ def check_path(path: str) -> str:
     return path
 
 
+def check_range(start: int, stop: int | None) -> None:
+    """Raise ValueError unless ``(start, stop)`` is a range ``open`` accepts (see there)."""
+    if stop is not None and (start < 0 or stop <= start):
+        raise ValueError(f"invalid byte range: start={start}, stop={stop}")
+
+
+def range_header(start: int, stop: int | None) -> str:
+    """The HTTP ``Range`` value for ``open``'s ``(start, stop)`` (RFC 9110 14.1.2)."""
+    if start < 0:
+        return f"bytes={start}"  # a suffix: the last -start bytes
+    return f"bytes={start}-" + ("" if stop is None else str(stop - 1))
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """``bytes 100-199/5000`` -> ``(100, 200, 5000)`` (stop exclusive); None if absent or odd."""
+    if not value or not value.startswith("bytes "):
+        return None
+    span, _, total = value[len("bytes ") :].partition("/")
+    first, _, last = span.partition("-")
+    try:
+        return int(first), int(last) + 1, int(total)
+    except ValueError:
+        return None
+
+
+def resolve_range(start: int, stop: int | None, size: int) -> tuple[int, int]:
+    """The absolute ``[start, stop)`` of ``open``'s range in an object of ``size`` bytes.
+
+    Raises RangeNotSatisfiable when no byte of the object is in the range.
+    """
+    if start < 0:
+        start = max(0, size + start)
+    elif start >= size:
+        raise RangeNotSatisfiable(f"range starts at {start}, the object has {size} bytes")
+    stop = size if stop is None else min(stop, size)
+    if stop <= start:
+        raise RangeNotSatisfiable(f"empty range of an object of {size} bytes")
+    return start, stop
+
+
 class Storage(abc.ABC):
     """A place to keep package files.
 
     Implementations take plain values and ready-made clients in their
     constructor; ``from_config`` alone knows the names of the settings.
+
+    The public methods check every path once, here, and then call the
+    protected ones (``_put``, ``_open``, ...) that a backend implements: a
+    backend receives only safe relative paths and cannot forget to check.
     """
 
     #: The short name used in ``[storage] backend``.
@@ -106,7 +161,8 @@ class Storage(abc.ABC):
         Raises StorageMisconfigured naming the key for a missing or invalid value.
         """
 
-    @abc.abstractmethod
+    # -- the public interface: paths checked once, then the backend's own method --------
+
     def put(
         self,
         path: str,
@@ -114,14 +170,20 @@ class Storage(abc.ABC):
         *,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
     ) -> None:
         """Store the content of ``local_file`` (read from its current position to EOF) at ``path``.
 
         Atomic: afterwards the whole object is at ``path``, or, if an error is
         raised, whatever was there before still is (a reader never sees part of
         an object). Storing at a path that already holds an object replaces it.
-        ``metadata`` is a small mapping of ASCII strings kept with the object.
+        ``metadata`` is a small mapping of ASCII strings kept with the object;
+        ``cache_control`` (if given) is the Cache-Control header a store that
+        serves HTTP itself (S3, Swift) answers with. The caller decides it.
         """
+        self._put(
+            check_path(path), local_file, ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        )
 
     def put_file(
         self,
@@ -130,26 +192,34 @@ class Storage(abc.ABC):
         *,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
     ) -> None:
         """Store the file at ``local_path`` (on this machine) at ``path``; same promises as ``put``.
 
         The caller leaves ``local_path`` untouched until this returns and may
-        delete it afterwards. Backends may override it to avoid a copy (a hard
-        link on the same disk, a parallel multipart upload from the path).
+        delete it afterwards.
         """
-        with open(local_path, "rb") as f:
-            self.put(path, f, content_type=content_type, metadata=metadata)
+        headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        self._put_file(check_path(path), local_path, headers)
 
-    @abc.abstractmethod
-    def open(self, path: str) -> BinaryIO:
-        """Return a readable, streaming file object for the object; the caller closes it.
+    def open(self, path: str, *, start: int = 0, stop: int | None = None) -> BinaryIO:
+        """A readable, streaming file over the object (or the bytes ``[start, stop)`` of it).
 
-        Raises NotFound if there is no object at ``path``.
+        One request to the store. The file's ``info`` attribute is the
+        object's ObjectInfo (``size`` is the whole object's), and its
+        ``range`` is the absolute ``(start, stop)`` it reads, or None for the
+        whole object. A negative ``start`` with no ``stop`` reads the last
+        ``-start`` bytes (Python's slice, HTTP's suffix range); a ``stop``
+        beyond the end is cut to the end. The caller closes the file.
+        Raises NotFound if there is no object at ``path``, and
+        RangeNotSatisfiable if the range holds no byte of it.
         """
+        check_range(start, stop)
+        return self._open(check_path(path), start, stop)
 
-    @abc.abstractmethod
     def stat(self, path: str) -> ObjectInfo:
         """Return what is known of the object; raise NotFound if there is none."""
+        return self._stat(check_path(path))
 
     def exists(self, path: str) -> bool:
         """Whether an object is at ``path``."""
@@ -159,17 +229,27 @@ class Storage(abc.ABC):
             return False
         return True
 
-    @abc.abstractmethod
+    def metadata(self, path: str) -> dict[str, str]:
+        """The metadata stored with the object; NotFound if there is none.
+
+        Object stores may change the keys' case (S3 lower-cases them, Swift
+        also turns ``_`` into ``-``).
+        """
+        return self._metadata(check_path(path))
+
     def delete(self, path: str) -> None:
         """Remove the object. Deleting a missing object is not an error."""
+        self._delete(check_path(path))
 
-    @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose path starts with ``prefix``, in no promised order."""
+        if "\x00" in prefix or prefix.startswith("/") or ".." in prefix.split("/"):
+            raise InvalidPath(f"invalid prefix: {prefix!r}")
+        return self._list(prefix)
 
     def public_url(self, path: str) -> str | None:
         """A URL a client can fetch the object from directly, or None if there is none."""
-        return None
+        return self._public_url(check_path(path))
 
     def signed_url(self, path: str, expires_in: int) -> str | None:
         """A URL that lets anyone holding it read the object for ``expires_in`` seconds, or
@@ -203,6 +283,75 @@ class Storage(abc.ABC):
     def close(self) -> None:
         """Release connections and threads held by the backend (default: nothing to release)."""
         return None
+
+    # -- what a backend implements (paths already checked) -------------------------------
+
+    @abc.abstractmethod
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
+        """Store ``local_file`` at ``path``, atomically (see ``put``)."""
+
+    def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
+        """Store the file at ``local_path``; override to avoid a copy (a hard link, a
+        multipart upload read from the path). The default opens it and calls ``_put``."""
+        with open(local_path, "rb") as f:
+            self._put(path, f, headers)
+
+    @abc.abstractmethod
+    def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
+        """One read of the object or of its range; the file carries ``info`` and ``range``
+        (``set_read_info`` sets them). ``(0, None)`` is the whole object."""
+
+    @abc.abstractmethod
+    def _stat(self, path: str) -> ObjectInfo:
+        """What is known of the object; NotFound if there is none."""
+
+    def _metadata(self, path: str) -> dict[str, str]:
+        """The object's metadata (default: none kept; NotFound if there is no object)."""
+        self._stat(path)
+        return {}
+
+    @abc.abstractmethod
+    def _delete(self, path: str) -> None:
+        """Remove the object; a missing one is not an error."""
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose path starts with ``prefix``."""
+
+    def _public_url(self, path: str) -> str | None:
+        """A URL for the object (default: none)."""
+        return None
+
+
+def set_read_info(f: Any, info: ObjectInfo, byte_range: tuple[int, int] | None) -> BinaryIO:
+    """Attach what ``open`` promises (``info``, ``range``) to the file a backend returns."""
+    f.info = info
+    f.range = byte_range
+    return f
+
+
+class LimitedReader(io.RawIOBase):
+    """Reads at most ``length`` bytes of ``f`` from its current position, then EOF."""
+
+    def __init__(self, f: BinaryIO, length: int) -> None:
+        self._f = f
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer).cast("B")[: self._left]
+        n = self._f.readinto(view)  # type: ignore[attr-defined]
+        self._left -= n or 0
+        return n or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
 
 
 class StreamingReader(io.RawIOBase):

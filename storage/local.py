@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import shutil
@@ -12,25 +13,35 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
+from cloudpypi_base.settings import Section
 from storage.base import (
     InvalidPath,
+    LimitedReader,
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
     Storage,
     StorageMisconfigured,
     StorageUnavailable,
     Temporary,
-    check_path,
+    resolve_range,
+    set_read_info,
 )
 
 _META_SUFFIX = ".cloudpypi-meta"
+#: Objects and folders are readable by everyone: ``public_url`` exists so that a
+#: web server (running as another user) serves them straight from the folder.
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
 
 
 class LocalStorage(Storage):
     """Objects as files below ``root``; writes go to a temporary file, fsync, rename.
 
     Content type and metadata are kept in a small side file so that ``stat``
-    answers the same as the object stores do.
+    answers the same as the object stores do. Files are created 0644 and
+    folders 0755, whatever the umask. ``cache_control`` is not kept: the web
+    server in front of ``public_url`` (or the application) sets that header.
     """
 
     name = "local"
@@ -41,14 +52,29 @@ class LocalStorage(Storage):
 
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> LocalStorage:
-        path = settings.get("path") or "packages"
-        return cls(
-            root=os.path.join(data_dir, path),
-            base_url=settings.get("public_url") or None,
+        s = Section(
+            settings,
+            name="storage",
+            base_dir=data_dir,
+            error=lambda message, key: StorageMisconfigured(message, key=key),
         )
+        return cls(root=s.path("path", "packages"), base_url=s.url("public_url"))
 
     def _full(self, path: str) -> str:
-        return os.path.join(self.root, *check_path(path).split("/"))
+        return os.path.join(self.root, *path.split("/"))
+
+    def _makedirs(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents, each 0755 whatever the umask."""
+        if os.path.isdir(folder):
+            return
+        parent = os.path.dirname(folder)
+        if parent != folder:
+            self._makedirs(parent)
+        try:
+            os.mkdir(folder, FOLDER_MODE)
+        except FileExistsError:
+            return
+        os.chmod(folder, FOLDER_MODE)
 
     def check(self) -> None:
         try:
@@ -60,25 +86,19 @@ class LocalStorage(Storage):
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageMisconfigured(f"[storage] path: {self.root} is not writable", key="path")
 
-    def put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         full = self._full(path)
         folder = os.path.dirname(full)
         try:
-            os.makedirs(folder, exist_ok=True)
+            self._makedirs(folder)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(local_file, out, 1024 * 1024)
                     out.flush()
+                    os.fchmod(out.fileno(), FILE_MODE)
                     os.fsync(out.fileno())
-                self._write_meta(full, content_type, metadata or {})
+                self._write_meta(full, headers.content_type, headers.metadata)
                 os.replace(tmp, full)
             except BaseException:
                 _unlink(tmp)
@@ -87,32 +107,26 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
 
-    def put_file(
-        self,
-        path: str,
-        local_path: str,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
+    def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
         """Hard-link the file into place when it is on the same disk (no copy); else copy."""
         full = self._full(path)
         folder = os.path.dirname(full)
         tmp = os.path.join(folder, f".tmp-link-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}")
         try:
-            os.makedirs(folder, exist_ok=True)
+            self._makedirs(folder)
             os.link(local_path, tmp)
         except OSError:
             with open(local_path, "rb") as f:
-                self.put(path, f, content_type=content_type, metadata=metadata)
+                self._put(path, f, headers)
             return
         try:
             fd = os.open(tmp, os.O_RDONLY)
             try:
+                os.fchmod(fd, FILE_MODE)  # the spool file it shares an inode with is 0600
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._write_meta(full, content_type, metadata or {})
+            self._write_meta(full, headers.content_type, headers.metadata)
             os.replace(tmp, full)
             _fsync_dir(folder)
         except OSError as exc:
@@ -123,6 +137,7 @@ class LocalStorage(Storage):
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(full), prefix=".tmp-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
+                os.fchmod(out.fileno(), FILE_MODE)
                 json.dump({"content_type": content_type, "metadata": dict(metadata)}, out)
             os.replace(tmp, full + _META_SUFFIX)
         except BaseException:
@@ -136,15 +151,29 @@ class LocalStorage(Storage):
         except (OSError, ValueError):
             return {}
 
-    def open(self, path: str) -> BinaryIO:
+    def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
+        """The open file itself for the whole object (it has a fileno, for sendfile);
+        for a range, the file positioned at the start and cut at the stop."""
+        full = self._full(path)
         try:
-            return open(self._full(path), "rb")
+            f = open(full, "rb")  # noqa: SIM115 - the caller closes it
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(path) from None
         except OSError as exc:
             raise StorageUnavailable(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            info = self._info(path, full, os.fstat(f.fileno()))
+            if start == 0 and stop is None:
+                return set_read_info(f, info, None)
+            first, end = resolve_range(start, stop, info.size)
+            f.seek(first)
+        except BaseException:
+            f.close()
+            raise
+        reader = io.BufferedReader(LimitedReader(f, end - first), 256 * 1024)
+        return set_read_info(reader, info, (first, end))
 
-    def stat(self, path: str) -> ObjectInfo:
+    def _stat(self, path: str) -> ObjectInfo:
         full = self._full(path)
         try:
             st = os.stat(full)
@@ -165,11 +194,12 @@ class LocalStorage(Storage):
             content_type=self._read_meta(full).get("content_type"),
         )
 
-    def metadata(self, path: str) -> dict[str, str]:
+    def _metadata(self, path: str) -> dict[str, str]:
         """The metadata stored with the object (empty if none)."""
+        self._stat(path)
         return self._read_meta(self._full(path)).get("metadata", {})
 
-    def delete(self, path: str) -> None:
+    def _delete(self, path: str) -> None:
         full = self._full(path)
         try:
             os.unlink(full)
@@ -179,7 +209,7 @@ class LocalStorage(Storage):
             raise StorageUnavailable(f"cannot delete {path}: {exc.strerror}") from None
         _unlink(full + _META_SUFFIX)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         for folder, dirs, files in os.walk(self.root):
             dirs.sort()
             for name in sorted(files):
@@ -195,8 +225,8 @@ class LocalStorage(Storage):
                     continue
                 yield self._info(rel, full, st)
 
-    def public_url(self, path: str) -> str | None:
-        return self.base_url + check_path(path) if self.base_url else None
+    def _public_url(self, path: str) -> str | None:
+        return self.base_url + path if self.base_url else None
 
     def stale_temporaries(self, older_than: float) -> Iterator[Temporary]:
         """The ``.tmp-*`` files (``put``'s copies, ``put_file``'s ``.tmp-link-*``) a killed writer left."""

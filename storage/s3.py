@@ -9,12 +9,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import os
 import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import CancelledError
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import boto3
 import urllib3.exceptions
@@ -36,10 +35,12 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from cloudpypi_base.settings import Section
 from storage.base import (
-    IMMUTABLE_CACHE_CONTROL,
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
+    RangeNotSatisfiable,
     Storage,
     StorageError,
     StorageMisconfigured,
@@ -47,6 +48,9 @@ from storage.base import (
     StreamingReader,
     Temporary,
     check_path,
+    parse_content_range,
+    range_header,
+    set_read_info,
 )
 
 MiB = 1024 * 1024
@@ -68,7 +72,6 @@ ADDRESSING_STYLES = ("auto", "path", "virtual")
 RETRY_MODES = ("legacy", "standard", "adaptive")
 
 _BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{3,255}$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _CREDENTIAL_CODES = {
     "403",
@@ -183,7 +186,7 @@ class S3Storage(Storage):
         prefix = prefix.strip("/")
         self.prefix = prefix + "/" if prefix else ""
         self.base_url = public_url.rstrip("/") + "/" if public_url else None
-        self.extra_args: dict[str, Any] = {"CacheControl": IMMUTABLE_CACHE_CONTROL}
+        self.extra_args: dict[str, Any] = {}
         if acl:
             self.extra_args["ACL"] = acl
         if server_side_encryption:
@@ -204,7 +207,7 @@ class S3Storage(Storage):
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> S3Storage:
         """Build from ``[storage]``; sizes take a KB/MB/GB (binary) suffix as the AWS CLI's do."""
-        s = _Settings(settings)
+        s = _section(settings, data_dir)
         bucket = s.text("bucket")
         if not bucket:
             raise StorageMisconfigured(
@@ -227,7 +230,7 @@ class S3Storage(Storage):
         endpoint_url = s.url("endpoint_url")
         public_url = s.url("public_url")
         access_key_id = s.text("access_key_id") or None
-        secret = _read_secret(s, data_dir)
+        secret = s.secret("secret_access_key")
         if secret and not access_key_id:
             raise StorageMisconfigured(
                 "[storage] access_key_id is required when a secret access key is set",
@@ -239,14 +242,14 @@ class S3Storage(Storage):
                 " when access_key_id is set",
                 key="secret_access_key",
             )
-        multipart_chunksize = s.size("multipart_chunksize", 8 * MiB)
+        multipart_chunksize = s.size("multipart_chunksize", 8 * MiB, low=1)
         if not MIN_PART_SIZE <= multipart_chunksize <= MAX_PART_SIZE:
             raise StorageMisconfigured(
                 f"[storage] multipart_chunksize = {multipart_chunksize} bytes is not"
                 " between 5MB and 5GB (S3's part sizes)",
                 key="multipart_chunksize",
             )
-        max_concurrency = s.whole("max_concurrency", 10)
+        max_concurrency = s.whole("max_concurrency", 10, low=1)
         try:
             client = make_client(
                 endpoint_url=endpoint_url,
@@ -254,10 +257,10 @@ class S3Storage(Storage):
                 access_key_id=access_key_id,
                 secret_access_key=secret,
                 addressing_style=s.choice("addressing_style", ADDRESSING_STYLES, "auto"),
-                max_attempts=s.whole("max_attempts", None),
+                max_attempts=s.whole("max_attempts", None, low=1),
                 retry_mode=s.choice("retry_mode", RETRY_MODES, "standard"),
-                connect_timeout=s.seconds("connect_timeout"),
-                read_timeout=s.seconds("read_timeout"),
+                connect_timeout=s.seconds("connect_timeout", None, low=0.001),
+                read_timeout=s.seconds("read_timeout", None, low=0.001),
                 max_pool_connections=max(10, max_concurrency),
             )
         except InvalidRegionError:
@@ -281,13 +284,13 @@ class S3Storage(Storage):
                 "server_side_encryption", SERVER_SIDE_ENCRYPTIONS, None
             ),
             public_url=public_url,
-            multipart_threshold=s.size("multipart_threshold", 8 * MiB),
+            multipart_threshold=s.size("multipart_threshold", 8 * MiB, low=1),
             multipart_chunksize=multipart_chunksize,
             max_concurrency=max_concurrency,
         )
 
     def _key(self, path: str) -> str:
-        return self.prefix + check_path(path)
+        return self.prefix + path
 
     def check(self) -> None:
         """HEAD the bucket; on a refusal, list it too: a HEAD answer has no error code."""
@@ -300,49 +303,48 @@ class S3Storage(Storage):
                 self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
                 raise
 
-    def put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         with self._translated("store", path):
-            self.client.upload_fileobj(
-                local_file, self.bucket, self._key(path), **self._upload_args(content_type, metadata)
-            )
+            args = self._upload_args(headers)
+            self.client.upload_fileobj(local_file, self.bucket, self._key(path), **args)
 
-    def put_file(
-        self,
-        path: str,
-        local_path: str,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
+    def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
         """Upload from the path: each part is read from the file as it is sent, so memory stays
         flat (``upload_fileobj`` holds up to ``max_concurrency`` whole parts in memory)."""
         with self._translated("store", path):
-            self.client.upload_file(
-                local_path, self.bucket, self._key(path), **self._upload_args(content_type, metadata)
-            )
+            args = self._upload_args(headers)
+            self.client.upload_file(local_path, self.bucket, self._key(path), **args)
 
-    def _upload_args(self, content_type: str, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    def _upload_args(self, headers: ObjectHeaders) -> dict[str, Any]:
         """ExtraArgs and Config for boto3's managed uploads: the object's headers and metadata."""
-        extra = dict(self.extra_args, ContentType=content_type, Metadata=dict(metadata or {}))
+        extra = dict(self.extra_args, ContentType=headers.content_type, Metadata=dict(headers.metadata))
+        if headers.cache_control:
+            extra["CacheControl"] = headers.cache_control
         return {"ExtraArgs": extra, "Config": self.transfer_config}
 
-    def open(self, path: str) -> BinaryIO:
-        """A buffered reader over the GET response body; nothing is read before the caller reads."""
+    def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
+        """One GET (a Range GET for a range); nothing of the body is read before the caller reads."""
         key = self._key(path)
+        ranged = start != 0 or stop is not None
+        args = {"Range": range_header(start, stop)} if ranged else {}
         with self._translated("read", path):
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-        return io.BufferedReader(
+            response = self.client.get_object(Bucket=self.bucket, Key=key, **args)
+        span = parse_content_range(response.get("ContentRange")) if ranged else None
+        size = span[2] if span else response["ContentLength"]
+        info = ObjectInfo(
+            path=path,
+            size=size,
+            etag=_etag(response.get("ETag")),
+            last_modified=response.get("LastModified"),
+            content_type=response.get("ContentType"),
+        )
+        reader = io.BufferedReader(
             StreamingReader(response["Body"], lambda: self._translated("read", path)), 256 * 1024
         )
+        # A store that ignores Range answers 200 with the whole object.
+        return set_read_info(reader, info, (span[0], span[1]) if span else None)
 
-    def stat(self, path: str) -> ObjectInfo:
+    def _stat(self, path: str) -> ObjectInfo:
         key = self._key(path)
         with self._translated("stat", path):
             head = self.client.head_object(Bucket=self.bucket, Key=key)
@@ -354,18 +356,18 @@ class S3Storage(Storage):
             content_type=head.get("ContentType"),
         )
 
-    def metadata(self, path: str) -> dict[str, str]:
+    def _metadata(self, path: str) -> dict[str, str]:
         """The metadata stored with the object (S3 lower-cases the names)."""
         key = self._key(path)
         with self._translated("stat", path):
             return dict(self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}))
 
-    def delete(self, path: str) -> None:
+    def _delete(self, path: str) -> None:
         key = self._key(path)
         with self._translated("delete", path):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         """List by key prefix; folder markers (keys ending in ``/``) are skipped."""
         start = len(self.prefix)
         with self._translated(f"list {prefix!r}"):
@@ -382,7 +384,7 @@ class S3Storage(Storage):
                         last_modified=item.get("LastModified"),
                     )
 
-    def public_url(self, path: str) -> str | None:
+    def _public_url(self, path: str) -> str | None:
         """``public_url`` + the object's key, prefix included, percent-quoted (``+`` too)."""
         return self.base_url + quote(self._key(path)) if self.base_url else None
 
@@ -469,6 +471,8 @@ class S3Storage(Storage):
             return StorageMisconfigured(f"[storage] {where} does not exist", key="bucket")
         if path is not None and (code in _NOT_FOUND_CODES or status == 404):
             return NotFound(path)
+        if code == "InvalidRange" or status == 416:
+            return RangeNotSatisfiable(f"{path}: the range holds no byte of the object")
         if code in _REGION_CODES or status == 301:
             return StorageMisconfigured(
                 f"[storage] {where} is in another region than the one configured ({code})",
@@ -494,97 +498,14 @@ class S3Storage(Storage):
         return StorageError(f"S3 {where}: cannot {_what(action, path)}: {exc}")
 
 
-class _Settings:
-    """Typed access to ``[storage]`` strings; every error names its key."""
-
-    def __init__(self, settings: Mapping[str, str]) -> None:
-        self.settings = settings
-
-    def text(self, key: str) -> str:
-        return (self.settings.get(key) or "").strip()
-
-    def _bad(self, key: str, value: str, expected: str) -> StorageMisconfigured:
-        return StorageMisconfigured(f"[storage] {key} = {value!r} is not {expected}", key=key)
-
-    def whole(self, key: str, default: int | None) -> int | None:
-        value = self.text(key)
-        if not value:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise self._bad(key, value, "a whole number") from None
-        if number < 1:
-            raise self._bad(key, value, "a positive whole number")
-        return number
-
-    def size(self, key: str, default: int) -> int:
-        value = self.text(key)
-        if not value:
-            return default
-        match = _SIZE.match(value)
-        if not match or int(match.group(1)) < 1:
-            raise self._bad(key, value, "a positive size in bytes (or with KB, MB, GB)")
-        unit = (match.group(2) or "b")[0].lower()
-        return int(match.group(1)) * 1024 ** "bkmgt".index(unit)
-
-    def seconds(self, key: str) -> float | None:
-        value = self.text(key)
-        if not value:
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            raise self._bad(key, value, "a number of seconds") from None
-        if not number > 0 or number == float("inf"):
-            raise self._bad(key, value, "a positive number of seconds")
-        return number
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
-        value = self.text(key)
-        if not value or value.lower() == "none":
-            return default
-        for choice in choices:
-            if value.lower() == choice.lower():
-                return choice
-        raise self._bad(key, value, "one of " + ", ".join(choices))
-
-    def url(self, key: str) -> str | None:
-        value = self.text(key)
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise self._bad(key, value, "an http:// or https:// URL")
-        return value
-
-
-def _read_secret(s: _Settings, data_dir: str) -> str | None:
-    """The secret from ``secret_access_key`` or the file ``secret_access_key_file`` names."""
-    secret = s.settings.get("secret_access_key") or ""
-    filename = s.text("secret_access_key_file")
-    if secret and filename:
-        raise StorageMisconfigured(
-            "[storage] set secret_access_key or secret_access_key_file, not both",
-            key="secret_access_key_file",
-        )
-    if filename:
-        filename = os.path.join(data_dir, os.path.expanduser(filename))
-        try:
-            with open(filename, encoding="utf-8") as f:
-                secret = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise StorageMisconfigured(
-                f"[storage] secret_access_key_file: cannot read {filename}: {reason}",
-                key="secret_access_key_file",
-            ) from None
-        if not secret:
-            raise StorageMisconfigured(
-                f"[storage] secret_access_key_file: {filename} is empty",
-                key="secret_access_key_file",
-            )
-    return secret.strip() or None
+def _section(settings: Mapping[str, str], data_dir: str) -> Section:
+    """``[storage]`` with the shared typed getters; errors are StorageMisconfigured(key=...)."""
+    return Section(
+        settings,
+        name="storage",
+        base_dir=data_dir,
+        error=lambda message, key: StorageMisconfigured(message, key=key),
+    )
 
 
 def _what(action: str, path: str | None) -> str:

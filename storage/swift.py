@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -34,10 +33,12 @@ import requests
 import urllib3
 from swiftclient.client import ClientException, Connection
 
+from cloudpypi_base.settings import Section
 from storage.base import (
-    IMMUTABLE_CACHE_CONTROL,
     NotFound,
+    ObjectHeaders,
     ObjectInfo,
+    RangeNotSatisfiable,
     Storage,
     StorageError,
     StorageMisconfigured,
@@ -45,6 +46,9 @@ from storage.base import (
     StreamingReader,
     Temporary,
     check_path,
+    parse_content_range,
+    range_header,
+    set_read_info,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,6 @@ CHUNK = 1 * MiB
 SPOOL_IN_MEMORY = 8 * MiB
 
 _UTC = datetime.timezone.utc  # noqa: UP017 - datetime.UTC needs 3.11, setup.py allows 3.10
-_SIZE = re.compile(r"^(\d+)\s*([kmgt]i?b?)?$", re.IGNORECASE)
 _AUTH_VERSIONS = {"1": "1.0", "1.0": "1.0", "2": "2.0", "2.0": "2.0", "3": "3"}
 #: What a network failure looks like, whichever layer raises it.
 _TRANSPORT_ERRORS = (
@@ -163,8 +166,13 @@ class SwiftStorage(Storage):
         ``public_url``, ``timeout`` (seconds, default 30), ``retries`` (default 3).
         """
 
-        def get(name: str) -> str:
-            return (settings.get(name) or "").strip()
+        s = Section(
+            settings,
+            name="storage",
+            base_dir=data_dir,
+            error=lambda message, key: StorageMisconfigured(message, key=key),
+        )
+        get = s.text
 
         container = get("container")
         if not container:
@@ -198,7 +206,7 @@ class SwiftStorage(Storage):
         user = get("user")
         if not user:
             raise StorageMisconfigured("[storage] user is required for backend = swift", key="user")
-        key = _read_key(settings, data_dir)
+        key = s.secret("key", required=True)
         project, tenant = get("project"), get("tenant")
         if project and tenant and project != tenant:
             raise StorageMisconfigured(
@@ -237,13 +245,11 @@ class SwiftStorage(Storage):
             user_domain=get("user_domain") or domain_default,
             region=get("region") or None,
             prefix=prefix,
-            segment_size=_size_setting(
-                settings, "segment_size", DEFAULT_SEGMENT_SIZE, MiB, MAX_SEGMENT_SIZE
-            ),
+            segment_size=s.size("segment_size", DEFAULT_SEGMENT_SIZE, low=MiB, high=MAX_SEGMENT_SIZE),
             public_url=public_url,
-            timeout=_number(settings, "timeout", float, 30.0, 0.001, 24 * 3600),
-            retries=_number(settings, "retries", int, 3, 0, 100),
-            temp_url_key=_read_temp_url_key(settings, data_dir),
+            timeout=s.seconds("timeout", 30.0, low=0.001, high=24 * 3600),
+            retries=s.whole("retries", 3, low=0, high=100),
+            temp_url_key=s.secret("temp_url_key"),
         )
 
     # -- connections and errors ------------------------------------------------------------
@@ -306,7 +312,7 @@ class SwiftStorage(Storage):
         return message.replace(self._secret, "***") if self._secret else message
 
     def _name(self, path: str) -> str:
-        return self.prefix + check_path(path)
+        return self.prefix + path
 
     # -- the Storage interface -------------------------------------------------------------
 
@@ -351,14 +357,7 @@ class SwiftStorage(Storage):
         if not self._template.token:  # let the threads' connections start from this login
             self._template.url, self._template.token = conn.url, conn.token
 
-    def put(
-        self,
-        path: str,
-        local_file: BinaryIO,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
+    def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         """Store the file; larger than ``segment_size`` it becomes a Static Large Object.
 
         A stream whose size cannot be found by seeking is spooled to a
@@ -367,9 +366,11 @@ class SwiftStorage(Storage):
         headers). Segments of an object this replaces are deleted afterwards.
         """
         name = self._name(path)
-        headers = {"Content-Type": content_type, "Cache-Control": IMMUTABLE_CACHE_CONTROL}
-        for meta_key, value in (metadata or {}).items():
-            headers[f"X-Object-Meta-{meta_key}"] = value
+        http_headers = {"Content-Type": headers.content_type}
+        if headers.cache_control:
+            http_headers["Cache-Control"] = headers.cache_control
+        for meta_key, value in headers.metadata.items():
+            http_headers[f"X-Object-Meta-{meta_key}"] = value
         with _sized(local_file, path) as (f, size), self._errors(f"storing {path}"):
             if size > self.segment_size * MAX_SEGMENTS:
                 raise StorageMisconfigured(
@@ -382,10 +383,10 @@ class SwiftStorage(Storage):
             source = _Source(f)
             try:
                 if size > self.segment_size:
-                    self._put_slo(conn, name, source, size, headers)
+                    self._put_slo(conn, name, source, size, http_headers)
                 else:
                     conn.put_object(
-                        self.container, name, contents=source, content_length=size, headers=headers
+                        self.container, name, contents=source, content_length=size, headers=http_headers
                     )
             except ClientException as exc:
                 if exc.http_status == 404:
@@ -466,19 +467,42 @@ class SwiftStorage(Storage):
             except _TRANSPORT_ERRORS as exc:
                 log.warning("could not delete segment %s: %s", segment_path, exc)
 
-    def open(self, path: str) -> BinaryIO:
-        """Stream the object (a Static Large Object reads as one file)."""
+    def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
+        """One GET, with a Range header for a range (a Static Large Object reads as one file)."""
         name = self._name(path)
+        ranged = start != 0 or stop is not None
+        headers = {"Range": range_header(start, stop)} if ranged else None
         with self._errors(f"reading {path}", path):
-            _, body = self._conn().get_object(self.container, name, resp_chunk_size=CHUNK)
-        return io.BufferedReader(
+            try:
+                answer, body = self._conn().get_object(
+                    self.container, name, resp_chunk_size=CHUNK, headers=headers
+                )
+            except ClientException as exc:
+                if exc.http_status == 416:
+                    raise RangeNotSatisfiable(f"{path}: the range holds no byte of the object") from None
+                raise
+        span = parse_content_range(answer.get("content-range")) if ranged else None
+        info = self._info_of(path, answer)
+        if span:
+            info = ObjectInfo(
+                path=path,
+                size=span[2],
+                etag=info.etag,
+                last_modified=info.last_modified,
+                content_type=info.content_type,
+            )
+        reader = io.BufferedReader(
             StreamingReader(body, lambda: self._errors(f"reading {path}", path)), buffer_size=CHUNK
         )
+        return set_read_info(reader, info, (span[0], span[1]) if span else None)
 
-    def stat(self, path: str) -> ObjectInfo:
+    def _stat(self, path: str) -> ObjectInfo:
         """Size, type and ETag from a HEAD; a Static Large Object's ETag is its manifest's."""
         with self._errors(f"reading {path}", path):
             headers = self._conn().head_object(self.container, self._name(path))
+        return self._info_of(path, headers)
+
+    def _info_of(self, path: str, headers: Mapping[str, str]) -> ObjectInfo:
         last_modified = headers.get("last-modified")
         return ObjectInfo(
             path=path,
@@ -490,7 +514,7 @@ class SwiftStorage(Storage):
             content_type=headers.get("content-type"),
         )
 
-    def metadata(self, path: str) -> dict[str, str]:
+    def _metadata(self, path: str) -> dict[str, str]:
         """The object's metadata, keys lower-cased with ``-`` for ``_`` (see ``put``)."""
         with self._errors(f"reading {path}", path):
             headers = self._conn().head_object(self.container, self._name(path))
@@ -500,7 +524,7 @@ class SwiftStorage(Storage):
             if k.startswith("x-object-meta-")
         }
 
-    def delete(self, path: str) -> None:
+    def _delete(self, path: str) -> None:
         """Remove the object; for a Static Large Object its segments too."""
         name = self._name(path)
         conn = self._conn()
@@ -524,7 +548,7 @@ class SwiftStorage(Storage):
                 raise
             raise StorageUnavailable(f"deleting {path}: Swift kept the large object's manifest")
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Page through the container listing (``marker``), yielding as pages arrive."""
         marker = ""
         conn = self._conn()
@@ -620,7 +644,7 @@ class SwiftStorage(Storage):
                     if exc.http_status != 404:
                         raise
 
-    def public_url(self, path: str) -> str | None:
+    def _public_url(self, path: str) -> str | None:
         """``public_url`` + the object's name in the container (prefix included), URL-quoted."""
         if not self.base_url:
             return None
@@ -708,91 +732,3 @@ def _sized(f: BinaryIO, path: str) -> Iterator[tuple[BinaryIO, int]]:
         size = spool.tell()
         spool.seek(0)
         yield spool, size  # type: ignore[misc]
-
-
-def _read_key(settings: Mapping[str, str], data_dir: str) -> str:
-    key = (settings.get("key") or "").strip()
-    key_file = (settings.get("key_file") or "").strip()
-    if key and key_file:
-        raise StorageMisconfigured("[storage] set key or key_file, not both", key="key_file")
-    if key:
-        return key
-    if not key_file:
-        raise StorageMisconfigured(
-            "[storage] key (or key_file) is required for backend = swift", key="key"
-        )
-    full = os.path.join(data_dir, key_file)
-    try:
-        with open(full, encoding="utf-8") as kf:
-            key = kf.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise StorageMisconfigured(
-            f"[storage] key_file: cannot read {full}: {reason}", key="key_file"
-        ) from None
-    if not key:
-        raise StorageMisconfigured(f"[storage] key_file: {full} is empty", key="key_file")
-    return key
-
-
-def _read_temp_url_key(settings: Mapping[str, str], data_dir: str) -> str | None:
-    """``[storage] temp_url_key`` or ``temp_url_key_file`` (relative to data_dir); None if neither."""
-    key = (settings.get("temp_url_key") or "").strip()
-    key_file = (settings.get("temp_url_key_file") or "").strip()
-    if key and key_file:
-        raise StorageMisconfigured(
-            "[storage] set temp_url_key or temp_url_key_file, not both", key="temp_url_key_file"
-        )
-    if key_file:
-        full = os.path.join(data_dir, key_file)
-        try:
-            with open(full, encoding="utf-8") as kf:
-                key = kf.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StorageMisconfigured(
-                f"[storage] temp_url_key_file: cannot read {full}", key="temp_url_key_file"
-            ) from exc
-    return key or None
-
-
-def _size_setting(settings: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    """Bytes, or a number with a binary K/M/G/T suffix (``512MB``, ``1GiB``), as for S3."""
-    raw = (settings.get(name) or "").strip()
-    if not raw:
-        return default
-    match = _SIZE.match(raw)
-    value = 0
-    if match:
-        unit = (match.group(2) or "b")[0].lower()
-        value = int(match.group(1)) * 1024 ** "bkmgt".index(unit)
-    if not low <= value <= high:
-        raise StorageMisconfigured(
-            f"[storage] {name} = {raw!r}: expected a size from {low // MiB}MB to "
-            f"{high // GiB}GB (bytes, or with a KB/MB/GB suffix)",
-            key=name,
-        )
-    return value
-
-
-def _number(
-    settings: Mapping[str, str],
-    name: str,
-    kind: type[int | float],
-    default: float,
-    low: float,
-    high: float,
-) -> int | float:
-    raw = (settings.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise StorageMisconfigured(
-            f"[storage] {name} = {raw!r}: expected {'an integer' if kind is int else 'a number'} "
-            f"from {low} to {high}",
-            key=name,
-        )
-    return value

@@ -107,34 +107,80 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
         store.close()
 
 
-class FailingDeletes(storage.Storage):
-    """A real backend whose ``delete`` raises StorageUnavailable while ``failing`` is set."""
+class Wrapped(storage.Storage):
+    """A real backend behind the Storage contract, for tests that break one of its methods."""
 
-    name = "failing-deletes"
+    name = "wrapped"
 
     def __init__(self, inner: storage.Storage) -> None:
         self.inner = inner
-        self.failing = True
-        self.attempts: list[str] = []
 
     @classmethod
     def from_config(cls, settings, *, data_dir):  # pragma: no cover - built directly
         raise NotImplementedError
 
-    def put(self, path, local_file, *, content_type="application/octet-stream", metadata=None):
-        return self.inner.put(path, local_file, content_type=content_type, metadata=metadata)
+    def _put(self, path, local_file, headers):
+        return self.inner._put(path, local_file, headers)
 
-    def open(self, path):
-        return self.inner.open(path)
+    def _put_file(self, path, local_path, headers):
+        return self.inner._put_file(path, local_path, headers)
 
-    def stat(self, path):
-        return self.inner.stat(path)
+    def _open(self, path, start, stop):
+        return self.inner._open(path, start, stop)
 
-    def delete(self, path):
+    def _stat(self, path):
+        return self.inner._stat(path)
+
+    def _metadata(self, path):
+        return self.inner._metadata(path)
+
+    def _delete(self, path):
+        return self.inner._delete(path)
+
+    def _list(self, prefix):
+        return self.inner._list(prefix)
+
+    def _public_url(self, path):
+        return self.inner._public_url(path)
+
+    def __getattr__(self, name):  # root, bucket, ... of the real backend
+        return getattr(self.inner, name)
+
+
+class BrokenStore(Wrapped):
+    """Every write (``put`` and ``put_file``) fails while ``broken`` is set: the store went away."""
+
+    def __init__(self, inner: storage.Storage) -> None:
+        super().__init__(inner)
+        self.broken = True
+        self.refused: list[str] = []
+
+    def _refuse(self, path: str) -> None:
+        if self.broken:
+            self.refused.append(path)
+            raise storage.StorageUnavailable(f"cannot write {path}: connection refused (test)")
+
+    def _put(self, path, local_file, headers):
+        self._refuse(path)
+        return super()._put(path, local_file, headers)
+
+    def _put_file(self, path, local_path, headers):
+        self._refuse(path)
+        return super()._put_file(path, local_path, headers)
+
+
+class FailingDeletes(Wrapped):
+    """A real backend whose ``delete`` raises StorageUnavailable while ``failing`` is set."""
+
+    name = "failing-deletes"
+
+    def __init__(self, inner: storage.Storage) -> None:
+        super().__init__(inner)
+        self.failing = True
+        self.attempts: list[str] = []
+
+    def _delete(self, path):
         self.attempts.append(path)
         if self.failing:
             raise storage.StorageUnavailable(f"cannot delete {path}: the store is down (test)")
-        return self.inner.delete(path)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
+        return self.inner._delete(path)

@@ -371,37 +371,23 @@ def test_spool_removed_after_upload(testapp, app, users, wheel):
 # -- faults: the store or the database fails ---------------------------------------
 
 
-class BrokenStore:
-    """Wraps a real backend; ``put`` fails while ``broken`` (the store went away)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.broken = True
-
-    def put(self, *a, **kw):
-        import storage
-
-        if self.broken:
-            raise storage.StorageUnavailable("connection refused")
-        return self.inner.put(*a, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def test_store_down_gives_503_then_retry_succeeds(config, db, users, wheel):
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_store_down_gives_503_then_retry_succeeds(config, db, users, wheel, sdist, kind):
     import webtest
 
     from pypi.app import make_app
     from storage.local import LocalStorage
+    from tests.backends import BrokenStore
 
+    dist = wheel if kind == "wheel" else sdist
     store = BrokenStore(LocalStorage(root=os.path.join(config.data_dir, "packages")))
     app = make_app(config, db=db, store=store)
-    r = upload(webtest.TestApp(app), wheel, name="Demo.Pkg", version="1.0", status=503)
+    r = upload(webtest.TestApp(app), dist, name="Demo.Pkg", version="1.0", status=503)
     assert_refused(r, 503, "Storage unavailable")
+    assert store.refused and not list(store.list(""))
     assert counts(db)["files"] == 0 and counts(db)["projects"] == 0
     store.broken = False
-    upload(webtest.TestApp(app), wheel, name="Demo.Pkg", version="1.0")
+    upload(webtest.TestApp(app), dist, name="Demo.Pkg", version="1.0")
     assert counts(db)["files"] == 1
 
 

@@ -1,11 +1,12 @@
-"""Sends uploads the way twine does (multipart form + Basic auth), for WebTest tests."""
+"""Sends uploads the way twine does (multipart form + Basic auth): the one upload helper of the
+WebTest tests (the e2e tests run the real twine through ``tests.e2e.clients.twine_upload``)."""
 
 from __future__ import annotations
 
 import os
 
 from tests.conftest import PASSWORD, basic
-from tests.dists import digests
+from tests.dists import digests, make_wheel
 
 
 def upload(
@@ -56,3 +57,10 @@ def upload(
         headers=basic(user, password) if user else {},
         status=status,
     )
+
+
+def upload_wheel(testapp, tmp_path, name: str, version: str, **kw):
+    """Build a fresh small wheel of ``name`` ``version`` under ``tmp_path`` and ``upload`` it."""
+    folder = tmp_path / f"dist-{name}-{version}"
+    folder.mkdir(exist_ok=True)
+    return upload(testapp, make_wheel(str(folder), name, version), name=name, version=version, **kw)

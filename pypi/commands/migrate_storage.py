@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from cdn import policy
+from cdn.policy import CachePolicy
 from pypi import config as config_mod
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
 from pypi.config import Config, ConfigError
@@ -106,6 +108,7 @@ def migrate_storage(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=progress,
             on_failure=report,
+            cache_control=CachePolicy.from_config(config.cdn.options).cache_control(policy.FILE),
         ).run(wanted)
     finally:
         source.close()

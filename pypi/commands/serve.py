@@ -17,10 +17,9 @@ from pypi.operations import leftovers
 from pypi.operations.purge_worker import PurgeWorker
 from pypi.server import prefork
 from pypi.server.memory import tune_malloc
+from pypi.upload.spool import FORM_OVERHEAD
 
 log = logging.getLogger("cloudpypi")
-#: Room for the form's text fields around the largest file.
-BODY_OVERHEAD = 16 * 1024 * 1024
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         threads=threads,
-        max_request_body_size=config.webui.max_upload_size + BODY_OVERHEAD,
+        max_request_body_size=config.webui.max_upload_size + FORM_OVERHEAD,
         ident="CloudPyPI",
         clear_untrusted_proxy_headers=True,
     )

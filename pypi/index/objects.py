@@ -1,10 +1,15 @@
-"""The storage objects the database references, and the headers each one carries.
+"""Every fact about stored objects, in one place: where they live, what they are called,
+and the headers each one carries.
 
-Every file row names one object (``files.path``); a wheel whose METADATA was
-extracted (``metadata_sha256`` set) names a second one at ``path + ".metadata"``.
-migrate-storage copies exactly these, fsck checks them, and both give each
-object the content type and metadata the upload pipeline (``pypi.upload.pipeline``)
-stored it with.
+Every file row names one object (``files.path``, content-addressed:
+``packages/ab/cd/<rest of the blake2b-256>/<filename>``, as pypi.org's); a wheel
+whose METADATA was extracted (``metadata_sha256`` set) names a second one at
+``path + ".metadata"``. The upload pipeline stores them, ``views/files.py``
+serves them, migrate-storage copies exactly these, fsck checks them, and the
+public URLs (``cdn.urls.URLBuilder``, given ``PACKAGES_PREFIX``) name them: all
+take the names, content types and metadata from here, so that an object
+served through the application (``serve = proxy``) and straight from the store
+(``serve = redirect``) carries the same Content-Type.
 """
 
 from __future__ import annotations
@@ -15,13 +20,21 @@ from typing import Any
 
 from pypi.index.db import Tx
 
-#: The Content-Type each kind of distribution file is stored with.
-CONTENT_TYPES = {".whl": "application/zip", ".zip": "application/zip", ".tar.gz": "application/x-tar"}
+#: The Content-Type each kind of distribution file is stored and served with. An sdist
+#: is gzip data (RFC 6713 ``application/gzip``), never ``application/x-tar`` with a
+#: ``Content-Encoding: gzip``, which makes pip and proxies unpack the download.
+CONTENT_TYPES = {".whl": "application/zip", ".zip": "application/zip", ".tar.gz": "application/gzip"}
 #: The suffix of a wheel's METADATA object (PEP 658), next to the wheel.
 METADATA_SUFFIX = ".metadata"
 METADATA_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: Where every package object lives; nothing else in a store is the index's.
 PACKAGES_PREFIX = "packages/"
+
+
+def content_path(blake2_256: str, filename: str) -> str:
+    """The content-addressed object path, as pypi.org's: ``packages/ab/cd/ef.../<filename>``."""
+    b = blake2_256
+    return f"{PACKAGES_PREFIX}{b[:2]}/{b[2:4]}/{b[4:]}/{filename}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,9 @@ class StoredObject:
 
 
 def content_type_of(filename: str) -> str:
-    """The Content-Type the upload pipeline stores a distribution file with."""
+    """The Content-Type a distribution file or a ``.metadata`` object is stored and served with."""
+    if filename.endswith(METADATA_SUFFIX):
+        return METADATA_CONTENT_TYPE
     for ext, content_type in CONTENT_TYPES.items():
         if filename.endswith(ext):
             return content_type

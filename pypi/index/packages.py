@@ -178,11 +178,17 @@ def project_counts(tx: Tx) -> tuple[int, int, int]:
     return int(row["p"]), int(row["r"]), int(row["f"])
 
 
-def _parsed(version: str):
+def _parsed(version: str) -> Version | None:
     try:
         return Version(version)
     except InvalidVersion:
         return None
+
+
+def version_key(version: str) -> tuple:
+    """Sort key for version strings: PEP 440 order, versions it cannot parse first (by text)."""
+    parsed = _parsed(version)
+    return (0, version) if parsed is None else (1, parsed)
 
 
 def latest_release(releases: list):

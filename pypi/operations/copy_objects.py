@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import io
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 import storage
+from cloudpypi_base.settings import format_size
 from pypi.index.objects import PACKAGES_PREFIX, StoredObject
 
 CHUNK = 1024 * 1024
@@ -83,14 +83,14 @@ class MigrationResult:
         if dry_run:
             return (
                 f"dry run: {len(self.planned)} of {self.total} objects would be copied "
-                f"({_human(self.bytes)} known), {self.skipped} already there, "
+                f"({format_size(self.bytes)} known), {self.skipped} already there, "
                 f"{len(self.failed)} failed, in {self.seconds:.1f} s"
             )
         rate = self.bytes / self.seconds if self.seconds > 0 else 0.0
         return (
             f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)} "
-            f"of {self.total} objects; {self.bytes} bytes ({_human(self.bytes)}) "
-            f"in {self.seconds:.1f} s ({_human(rate)}/s)"
+            f"of {self.total} objects; {self.bytes} bytes ({format_size(self.bytes)}) "
+            f"in {self.seconds:.1f} s ({format_size(rate)}/s)"
         )
 
 
@@ -159,7 +159,7 @@ class Progress:
         for outcome in Outcome:
             if self.counts[outcome]:
                 parts.append(f"{outcome.value} {self.counts[outcome]}")
-        parts.append(f"{_human(self.bytes)} ({_human(self.bytes / elapsed)}/s)")
+        parts.append(f"{format_size(self.bytes)} ({format_size(self.bytes / elapsed)}/s)")
         text = ", ".join(parts)
         if not self.tty:
             return f"{self.label}: {text}"
@@ -198,6 +198,7 @@ class Migration:
         on_failure: Callable[[Failure], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         list_prefix: str | None = PACKAGES_PREFIX,
+        cache_control: str | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
@@ -216,6 +217,8 @@ class Migration:
         #: Objects below this prefix are looked up in one listing of the target
         #: (None: one ``stat`` per object instead).
         self.list_prefix = list_prefix
+        #: The Cache-Control objects are stored with (the cache policy's FILE rule).
+        self.cache_control = cache_control
         self._listed: dict[str, int] | None = None
 
     def run(self, objects: Iterable[StoredObject]) -> MigrationResult:
@@ -331,7 +334,7 @@ class Migration:
             f = self.source.open(obj.path)
         except storage.NotFound:
             raise _SourceMissing from None
-        with f, _Spool() as spool:
+        with f, tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             digest = hashlib.sha256()
             size = 0
             while True:
@@ -350,43 +353,19 @@ class Migration:
                     f"source object has sha256 {digest.hexdigest()}, the database says "
                     f"{obj.sha256}: not copied"
                 )
+            spool.seek(0)
             self.target.put(
                 obj.path,
-                spool.rewound(),
+                spool,  # type: ignore[arg-type]
                 content_type=obj.content_type,
                 metadata=dict(obj.metadata),
+                cache_control=self.cache_control,
             )
         return size
 
 
 class _SourceMissing(Exception):
     pass
-
-
-class _Spool:
-    """A write-then-read buffer: memory up to SPOOL_IN_MEMORY bytes, then a temporary file."""
-
-    def __init__(self) -> None:
-        self._file: BinaryIO = io.BytesIO()
-        self._on_disk = False
-
-    def write(self, block: bytes) -> None:
-        if not self._on_disk and self._file.tell() + len(block) > SPOOL_IN_MEMORY:
-            disk = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
-            disk.write(self._file.getvalue())  # type: ignore[attr-defined]
-            self._file = disk  # type: ignore[assignment]
-            self._on_disk = True
-        self._file.write(block)
-
-    def rewound(self) -> BinaryIO:
-        self._file.seek(0)
-        return self._file
-
-    def __enter__(self) -> _Spool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
 
 
 def _hash(f: BinaryIO) -> tuple[str, int]:
@@ -411,11 +390,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (storage.StorageError, CorruptObject)):
         return text
     return f"{type(exc).__name__}: {text}"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

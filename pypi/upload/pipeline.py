@@ -24,7 +24,13 @@ import storage
 from pypi.index import auth, changes, journal, packages, tokens
 from pypi.index.auth import User
 from pypi.index.db import Database, DatabaseError, IntegrityError, Tx, utcnow
-from pypi.index.objects import CONTENT_TYPES
+from pypi.index.objects import (
+    METADATA_CONTENT_TYPE,
+    METADATA_SUFFIX,
+    content_path,
+    content_type_of,
+    object_metadata,
+)
 from pypi.upload.distfile import (
     EXTENSIONS,
     InvalidFile,
@@ -57,12 +63,6 @@ class UploadResult:
     #: False when the identical file was already there (a retried upload).
     created: bool
     serial: int
-
-
-def content_path(blake2_256: str, filename: str) -> str:
-    """The content-addressed object path, as pypi.org's: packages/ab/cd/ef.../<filename>."""
-    b = blake2_256
-    return f"packages/{b[:2]}/{b[2:4]}/{b[4:]}/{filename}"
 
 
 def check_protocol(form: Form) -> None:
@@ -173,10 +173,17 @@ class Uploader:
     ``after_commit`` is called after every committed change (it queued CDN
     purges in the outbox): the purge worker's wake-up. It must not block;
     whatever it raises is logged and never fails the upload.
+    ``cache_control`` is what the stored objects are told to answer with when
+    the store serves them itself (the cache policy's ``FILE`` rule).
     """
 
     def __init__(
-        self, db: Database, store: storage.Storage, *, after_commit: Callable[[], None] | None = None
+        self,
+        db: Database,
+        store: storage.Storage,
+        *,
+        after_commit: Callable[[], None] | None = None,
+        cache_control: str | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -184,6 +191,7 @@ class Uploader:
         #: Called with the project name before any upload or register; raises UploadError to
         #: refuse it (the upstream dependency-confusion rule, pypi.upstream.proxy.refuse_upload).
         self.guard: Callable[[str], None] | None = None
+        self.cache_control = cache_control
 
     def upload(self, user: User, form: Form, *, via: str = "") -> UploadResult:
         """:action=file_upload. The form's spool is the caller's to close."""
@@ -284,24 +292,26 @@ class Uploader:
         self, path: str, spooled: SpooledFile, metadata_bytes: bytes | None, meta: ReleaseMetadata
     ) -> list[str]:
         """Put the file (and a wheel's METADATA) into storage; 503 if the store fails."""
-        ext = next(e for e in CONTENT_TYPES if spooled.filename.endswith(e))
-        object_meta = {
-            "project": canonicalize_name(meta.name),
-            "version": str(meta.version),
-            "sha256": spooled.sha256,
-        }
+        object_meta = object_metadata(canonicalize_name(meta.name), str(meta.version), spooled.sha256)
         stored: list[str] = []
         try:
-            self.store.put_file(path, spooled.path, content_type=CONTENT_TYPES[ext], metadata=object_meta)
+            self.store.put_file(
+                path,
+                spooled.path,
+                content_type=content_type_of(spooled.filename),
+                metadata=object_meta,
+                cache_control=self.cache_control,
+            )
             stored.append(path)
             if metadata_bytes is not None:
                 self.store.put(
-                    path + ".metadata",
+                    path + METADATA_SUFFIX,
                     io.BytesIO(metadata_bytes),
-                    content_type="text/plain; charset=utf-8",
+                    content_type=METADATA_CONTENT_TYPE,
                     metadata=object_meta,
+                    cache_control=self.cache_control,
                 )
-                stored.append(path + ".metadata")
+                stored.append(path + METADATA_SUFFIX)
         except storage.StorageError as exc:
             self._unstore(stored, path)
             log.error("storing %s failed: %s", path, exc)

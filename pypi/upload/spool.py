@@ -21,7 +21,12 @@ from typing import BinaryIO
 
 import multipart
 
+from cloudpypi_base.settings import format_size
+
 CHUNK = 1048576
+#: Room for the form's text fields around the file itself: a request body may be this much
+#: larger than ``[webui] max_upload_size`` (the upload view and the server both allow it).
+FORM_OVERHEAD = 16 * 1024 * 1024
 #: Bodies larger than this hash on several threads.
 PARALLEL_HASHING_FROM = 4 * 1024 * 1024
 #: A form field other than the file may be at most this long (a long description fits).
@@ -268,7 +273,7 @@ class _PartState:
         if self.out is not None:
             self.size += len(chunk)
             if self.size > max_file_size:
-                raise FormError(413, f"File too large. Limit for uploads is {_human(max_file_size)}.")
+                raise FormError(413, f"File too large. Limit for uploads is {format_size(max_file_size)}.")
             self.out.write(chunk)
             self.digests.update(chunk)
             return
@@ -304,10 +309,3 @@ class _PartState:
             except FileNotFoundError:
                 pass
             self.tmp_path = ""
-
-
-def _human(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:g} {unit}"
-    return f"{size} bytes"

@@ -14,6 +14,7 @@ from pypi.index import access, cache_keys, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
 from pypi.views import viewer
+from pypi.views.file_info import file_info
 from pypi.views.responses import error, redirect, tag
 
 _DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
@@ -26,28 +27,7 @@ def absolute(svc: Services, url: str) -> str:
 
 
 def _file(svc: Services, urls: URLBuilder, f) -> dict:
-    upload_time = f["upload_time"]
-    return {
-        "comment_text": f["comment_text"] or "",
-        "digests": {
-            "blake2b_256": f["blake2_256_digest"],
-            "md5": f["md5_digest"],
-            "sha256": f["sha256_digest"],
-        },
-        "downloads": -1,
-        "filename": f["filename"],
-        "has_sig": False,
-        "md5_digest": f["md5_digest"],
-        "packagetype": f["packagetype"],
-        "python_version": f["python_version"],
-        "requires_python": f["requires_python"] or None,
-        "size": f["size"],
-        "upload_time": upload_time[:19],
-        "upload_time_iso_8601": upload_time,
-        "url": absolute(svc, urls.file_url(f["path"])),
-        "yanked": bool(f["yanked"]),
-        "yanked_reason": f["yanked_reason"] or None,
-    }
+    return file_info(f, absolute(svc, urls.file_url(f["path"])))
 
 
 def _info(svc: Services, project, release) -> dict:

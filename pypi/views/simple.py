@@ -8,7 +8,6 @@ import json
 from html import escape
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 from webob import Request, Response
 from webob.acceptparse import create_accept_header
 
@@ -140,13 +139,6 @@ def project(svc: Services, request: Request, name: str) -> Response:
     return upstream.decorate(response) if upstream is not None else response
 
 
-def _sort_key(version: str):
-    try:
-        return (0, Version(version))
-    except InvalidVersion:
-        return (-1, version)
-
-
 def _render_project(urls: URLBuilder, project_row, files: list, releases: list, fmt: str) -> bytes:
     name = project_row["name"]
     if fmt == "json":
@@ -154,7 +146,7 @@ def _render_project(urls: URLBuilder, project_row, files: list, releases: list, 
             {
                 "meta": {"api-version": API_VERSION, "_last-serial": project_row["last_serial"]},
                 "name": project_row["normalized_name"],
-                "versions": sorted({r["version"] for r in releases}, key=_sort_key),
+                "versions": sorted({r["version"] for r in releases}, key=packages.version_key),
                 "files": [_file_json(urls, f) for f in files],
             }
         ).encode()

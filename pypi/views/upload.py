@@ -16,13 +16,11 @@ from pypi.index.db import DatabaseError
 from pypi.server.memory import release_free_memory
 from pypi.services import Services
 from pypi.upload.pipeline import UploadError
-from pypi.upload.spool import Form, FormError, read_form
+from pypi.upload.spool import FORM_OVERHEAD, Form, FormError, read_form
 from pypi.views import viewer
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
-#: Room for the form's text fields around the file itself.
-FORM_OVERHEAD = 16 * 1024 * 1024
 
 
 def challenge(message: str = "Invalid or non-existent authentication information.") -> Response:

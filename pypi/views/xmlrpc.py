@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from packaging.version import InvalidVersion, Version
 from webob import Request, Response
 
 from cdn import policy
@@ -28,6 +27,7 @@ from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
 from pypi.views import json_api, upload, viewer
+from pypi.views.file_info import file_info
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
@@ -145,13 +145,6 @@ def _xml_int(value: int) -> int | float:
     return int(value) if abs(int(value)) <= xmlrpc.client.MAXINT else float(value)
 
 
-def _version_key(version: str) -> tuple:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
-
-
 # -- the methods: each takes the services and the open transaction first ------
 
 
@@ -199,7 +192,7 @@ def package_releases(svc: Services, tx: Tx, name: str, show_hidden: bool = False
     if not show_hidden:
         latest = latest_release(releases)
         return [latest["version"]] if latest is not None else []
-    return sorted((r["version"] for r in releases), key=_version_key, reverse=True)
+    return sorted((r["version"] for r in releases), key=packages.version_key, reverse=True)
 
 
 def _release(svc: Services, tx: Tx, name: Any, version: Any) -> tuple[Any, Any]:
@@ -215,32 +208,19 @@ def release_urls(svc: Services, tx: Tx, name: str, version: str) -> list[dict[st
     if release is None:
         return []
     urls = viewer.file_urls(svc, tx, project)
-    return [
-        {
-            "comment_text": f["comment_text"] or "",
-            "digests": {
-                "blake2b_256": f["blake2_256_digest"],
-                "md5": f["md5_digest"],
-                "sha256": f["sha256_digest"],
-            },
-            "downloads": -1,
-            "filename": f["filename"],
-            "has_sig": False,
-            "md5_digest": f["md5_digest"],
-            "packagetype": f["packagetype"],
-            "path": f["path"],
-            "python_version": f["python_version"],
-            "requires_python": f["requires_python"] or "",
-            "sha256_digest": f["sha256_digest"],
-            "size": _xml_int(f["size"]),
-            "upload_time": f["upload_time"][:19],
-            "upload_time_iso_8601": f["upload_time"],
-            "url": json_api.absolute(svc, urls.file_url(f["path"])),
-            "yanked": bool(f["yanked"]),
-            "yanked_reason": f["yanked_reason"] or "",
-        }
-        for f in packages.release_files(tx, release["id"])
-    ]
+    files = []
+    for f in packages.release_files(tx, release["id"]):
+        info = file_info(f, json_api.absolute(svc, urls.file_url(f["path"])))
+        # XML-RPC has no null: pypi.org sends "" where the JSON API sends null.
+        info.update(
+            path=f["path"],
+            requires_python=info["requires_python"] or "",
+            sha256_digest=f["sha256_digest"],
+            size=_xml_int(f["size"]),
+            yanked_reason=info["yanked_reason"] or "",
+        )
+        files.append(info)
+    return files
 
 
 def release_data(svc: Services, tx: Tx, name: str, version: str) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 import webtest
 
 from pypi.app import make_app
-from tests.cdn.uploads import upload
 from tests.conftest import basic, make_config
+from tests.uploading import upload_wheel as upload
 
 INDEX_CC = "max-age=600, public"
 HTML_CC = "max-age=60, public"

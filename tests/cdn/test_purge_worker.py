@@ -193,7 +193,7 @@ def test_upload_succeeds_when_the_after_commit_hook_fails(config, db, users, tmp
     import webtest
 
     from pypi.app import make_app
-    from tests.cdn.uploads import upload
+    from tests.uploading import upload_wheel as upload
 
     def broken_hook():
         raise RuntimeError("worker gone")

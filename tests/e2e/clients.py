@@ -198,3 +198,23 @@ def build_dists(project: Path, outdir: Path) -> tuple[Path, Path]:
     sdists = sorted(outdir.glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in outdir.iterdir())
     return wheels[0], sdists[0]
+
+
+def twine_upload(
+    repository_url: str,
+    *files: str | os.PathLike,
+    home: Path,
+    user: str = "alice",
+    password: str = PASSWORD,
+    twine: Sequence[str | os.PathLike] | None = None,
+    extra: Sequence[str] = (),
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """``twine upload`` of ``files`` to ``repository_url`` (the legacy upload URL), as a user does."""
+    command = list(twine or [sys.executable, "-m", "twine"])
+    return run(
+        [*command, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url",
+         repository_url, "-u", user, "-p", password, *extra, *map(str, files)],
+        env=client_env(home=home),
+        check=check,
+    )

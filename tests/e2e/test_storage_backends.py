@@ -18,6 +18,7 @@ import pytest
 
 from tests.backends import build, s3_moto_section, section_for, swift_section
 from tests.dists import dist_name, make_wheel
+from tests.e2e import clients
 from tests.e2e.clients import PASSWORD, client_env, get_json, run
 from tests.services.live_server import CLOUDPYPI, ROOT, cloudpypi, free_port, start_server, write_config
 from tests.services.tcp_proxy import TcpProxy
@@ -39,14 +40,8 @@ def index_config(folder: Path, storage: dict[str, str]) -> str:
     )
 
 
-def twine_upload(
-    url: str, dist: str | Path, home: Path, *, check: bool = True
-) -> subprocess.CompletedProcess:
-    return run(
-        [sys.executable, "-m", "twine", "upload", "--repository-url", url + "/legacy/", "-u", "alice",
-         "-p", PASSWORD, "--non-interactive", "--disable-progress-bar", str(dist)],
-        env=client_env(home=home), check=check,
-    )
+def twine_upload(url: str, dist: str | Path, home: Path, *, check: bool = True):
+    return clients.twine_upload(url + "/legacy/", dist, home=home, check=check)
 
 
 def pip_install_and_import(url: str, name: str, module: str, folder: Path) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.clients import PASSWORD, client_env, get_json, run, sha256_of
+from tests.e2e import clients
+from tests.e2e.clients import get_json, sha256_of
 from tests.e2e.conftest import Live
 
 pytestmark = pytest.mark.e2e
@@ -17,21 +18,8 @@ pytestmark = pytest.mark.e2e
 TWINE = [sys.executable, "-m", "twine"]
 
 
-def twine_upload(
-    live: Live,
-    home: Path,
-    *files: Path,
-    user: str = "alice",
-    password: str = PASSWORD,
-    twine: list[str] = TWINE,
-    extra: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess:
-    return run(
-        [*twine, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url", live.legacy,
-         "-u", user, "-p", password, *extra, *files],
-        env=client_env(home=home),
-        check=False,
-    )
+def twine_upload(live: Live, home: Path, *files: Path, **kw) -> subprocess.CompletedProcess:
+    return clients.twine_upload(live.legacy, *files, home=home, **kw)
 
 
 def test_skip_existing_and_file_reuse(live: Live, twine_old: list[str], tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from storage.base import InvalidPath, NotFound, ObjectInfo, StorageError
+from storage.base import InvalidPath, NotFound, ObjectInfo, RangeNotSatisfiable, StorageError
 
 PATH = "packages/ab/cd/abcdef0123/demo-1.0-py3-none-any.whl"
 
@@ -174,3 +174,68 @@ def test_put_file_from_a_local_path(store, tmp_path):
     src.unlink()  # the caller may delete its file afterwards
     assert read_all(store, PATH) == data
     assert store.stat(PATH).size == len(data)
+
+
+# -- ranged reads and what open() tells of the object ---------------------------------
+
+
+def test_open_carries_the_object_info(store):
+    data = os.urandom(5000)
+    put_bytes(store, PATH, data, content_type="application/zip")
+    with store.open(PATH) as f:
+        assert f.info.size == 5000 and f.info.etag and f.info.last_modified is not None
+        assert f.info.etag == store.stat(PATH).etag
+        assert f.range is None
+        assert f.read() == data
+
+
+@pytest.mark.parametrize(
+    ("start", "stop", "expected"),
+    [(100, 200, (100, 200)), (4990, None, (4990, 5000)), (-10, None, (4990, 5000)),
+     (4000, 99_999, (4000, 5000)), (-99_999, None, (0, 5000))],
+)
+def test_open_reads_only_the_range_asked(store, start, stop, expected):
+    data = os.urandom(5000)
+    put_bytes(store, PATH, data)
+    with store.open(PATH, start=start, stop=stop) as f:
+        assert f.range == expected
+        assert f.info.size == 5000
+        assert f.read() == data[expected[0] : expected[1]]
+
+
+def test_a_range_past_the_end_is_not_satisfiable(store):
+    put_bytes(store, PATH, b"0123456789")
+    with pytest.raises(RangeNotSatisfiable):
+        store.open(PATH, start=10)
+    with pytest.raises(NotFound):
+        store.open(PATH + ".missing", start=2, stop=4)
+
+
+def test_an_inverted_range_is_refused_before_the_store(store):
+    with pytest.raises(ValueError):
+        store.open(PATH, start=5, stop=5)
+
+
+def test_every_public_method_checks_the_path(store):
+    for bad in ("", "/abs", "a/../b", "a//b", "a\x00b"):
+        with pytest.raises(InvalidPath):
+            store.open(bad)
+        with pytest.raises(InvalidPath):
+            store.open(bad, start=1, stop=2)
+        with pytest.raises(InvalidPath):
+            store.put(bad, io.BytesIO(b"x"))
+        with pytest.raises(InvalidPath):
+            store.stat(bad)
+        with pytest.raises(InvalidPath):
+            store.delete(bad)
+        with pytest.raises(InvalidPath):
+            store.metadata(bad)
+        with pytest.raises(InvalidPath):
+            store.public_url(bad)
+
+
+def test_cache_control_is_the_callers(store):
+    """put takes the Cache-Control the caller's policy decides; none is invented."""
+    put_bytes(store, PATH, b"data", cache_control="max-age=60, public")
+    put_bytes(store, PATH + ".metadata", b"meta")
+    assert read_all(store, PATH) == b"data"

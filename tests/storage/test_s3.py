@@ -20,7 +20,6 @@ import pytest
 
 import storage
 from storage.base import (
-    IMMUTABLE_CACHE_CONTROL,
     InvalidPath,
     NotFound,
     StorageError,
@@ -31,6 +30,8 @@ from storage.s3 import MiB, S3Storage
 from tests.services.moto_s3 import free_port, new_bucket_name
 
 PATH = "packages/ab/cd/abcdef/demo-1.0.tar.gz"
+#: A Cache-Control the caller's policy decided (the store invents none).
+CACHE = "max-age=31536000, immutable, public"
 
 
 def settings_for(server, bucket, **extra):
@@ -131,7 +132,6 @@ def test_from_config_reads_every_setting(tmp_path):
     assert store.bucket == "my-bucket"
     assert store.prefix == "pypi/files/"
     assert store.extra_args == {
-        "CacheControl": IMMUTABLE_CACHE_CONTROL,
         "ACL": "public-read",
         "ServerSideEncryption": "aws:kms",
     }
@@ -350,15 +350,38 @@ def test_objects_carry_cache_control_type_and_metadata(moto_s3, moto_s3_bucket):
         io.BytesIO(b"sdist"),
         content_type="application/x-tar",
         metadata={"sha256": "abc123", "uploaded-by": "alice"},
+        cache_control=CACHE,
     )
     head = client.head_object(Bucket=moto_s3_bucket, Key="files/" + PATH)
-    assert head["CacheControl"] == IMMUTABLE_CACHE_CONTROL
+    assert head["CacheControl"] == CACHE
     assert head["ContentType"] == "application/x-tar"
     assert head["Metadata"] == {"sha256": "abc123", "uploaded-by": "alice"}
     assert store.metadata(PATH) == {"sha256": "abc123", "uploaded-by": "alice"}
     info = store.stat(PATH)
     assert info.etag == hashlib.md5(b"sdist").hexdigest()
     assert info.content_type == "application/x-tar"
+
+
+def test_no_cache_control_unless_the_caller_gives_one(moto_s3, moto_s3_bucket):
+    client = moto_s3.client()
+    store = S3Storage(client=client, bucket=moto_s3_bucket)
+    store.put(PATH, io.BytesIO(b"x"))
+    assert "CacheControl" not in client.head_object(Bucket=moto_s3_bucket, Key=PATH)
+
+
+def test_a_range_is_one_ranged_get(moto_s3, moto_s3_bucket):
+    client = moto_s3.client()
+    calls = []
+    client.meta.events.register(
+        "before-call.s3", lambda model, params, **kw: calls.append((model.name, params))
+    )
+    store = S3Storage(client=client, bucket=moto_s3_bucket)
+    store.put(PATH, io.BytesIO(b"0123456789"))
+    calls.clear()
+    with store.open(PATH, start=2, stop=5) as f:
+        assert f.read() == b"234" and f.range == (2, 5) and f.info.size == 10
+    assert [name for name, _ in calls] == ["GetObject"]
+    assert calls[0][1]["headers"]["Range"] == "bytes=2-4"
 
 
 def test_acl_and_server_side_encryption_are_applied(moto_s3, moto_s3_bucket):
@@ -400,12 +423,12 @@ def test_multipart_upload_round_trips(moto_s3, moto_s3_bucket, tmp_path):
     )
     path, sha256 = _file_of(tmp_path, 11 * MiB + 7)
     with open(path, "rb") as f:
-        store.put(PATH, f, content_type="application/zip", metadata={"sha256": sha256})
+        store.put(PATH, f, content_type="application/zip", metadata={"sha256": sha256}, cache_control=CACHE)
     info = store.stat(PATH)
     assert info.size == 11 * MiB + 7
     assert info.etag.endswith("-3")  # three parts: 5 + 5 + 1 MiB
     head = client.head_object(Bucket=moto_s3_bucket, Key=PATH)
-    assert head["CacheControl"] == IMMUTABLE_CACHE_CONTROL
+    assert head["CacheControl"] == CACHE
     assert head["Metadata"] == {"sha256": sha256}
     digest = hashlib.sha256()
     with store.open(PATH) as f:

@@ -21,7 +21,6 @@ from swiftclient.client import ClientException
 
 import storage
 from storage.base import (
-    IMMUTABLE_CACHE_CONTROL,
     InvalidPath,
     NotFound,
     StorageMisconfigured,
@@ -30,6 +29,8 @@ from storage.base import (
 from storage.swift import DEFAULT_SEGMENT_SIZE, SwiftStorage
 
 PATH = "packages/ab/cd/abcdef/demo-1.0.tar.gz"
+#: A Cache-Control the caller's policy decided (the store invents none).
+CACHE = "max-age=31536000, immutable, public"
 KiB = 1024
 
 
@@ -267,12 +268,13 @@ def test_headers_and_metadata_on_the_object(swift_service, swift_container):
         io.BytesIO(b"data"),
         content_type="application/x-tar",
         metadata={"sha256": "ab" * 32, "blake2b_256": "cd" * 32},
+        cache_control=CACHE,
     )
     conn = swift_service.connection()
     headers = conn.head_object(swift_container, PATH)
     conn.close()
     assert headers["content-type"] == "application/x-tar"
-    assert headers["cache-control"] == IMMUTABLE_CACHE_CONTROL
+    assert headers["cache-control"] == CACHE
     assert headers["x-object-meta-sha256"] == "ab" * 32
     # Swift keeps metadata as HTTP headers: '_' comes back as '-'.
     assert store.metadata(PATH) == {"sha256": "ab" * 32, "blake2b-256": "cd" * 32}
@@ -329,7 +331,7 @@ def test_large_object_round_trip_and_delete(swift_service, swift_container, tmp_
     src.write_bytes(data)
     store = new_store(swift_service, swift_container, segment_size=256 * KiB)
     with open(src, "rb") as f:
-        store.put(PATH, f, content_type="application/gzip", metadata={"sha256": "x"})
+        store.put(PATH, f, content_type="application/gzip", metadata={"sha256": "x"}, cache_control=CACHE)
 
     segments = segment_names(swift_service, swift_container)
     assert len(segments) == 5
@@ -338,10 +340,12 @@ def test_large_object_round_trip_and_delete(swift_service, swift_container, tmp_
     headers = conn.head_object(swift_container, PATH)
     conn.close()
     assert headers["x-static-large-object"].lower() == "true"
-    assert headers["cache-control"] == IMMUTABLE_CACHE_CONTROL
+    assert headers["cache-control"] == CACHE
     assert headers["content-type"] == "application/gzip"
 
     assert read_all(store, PATH) == data
+    with store.open(PATH, start=300 * KiB, stop=600 * KiB) as f:  # across two segments
+        assert f.read() == data[300 * KiB : 600 * KiB] and f.range == (300 * KiB, 600 * KiB)
     info = store.stat(PATH)
     assert info.size == len(data)
     assert info.etag == headers["etag"].strip('"')  # the manifest's ETag
