@@ -116,6 +116,7 @@ def test_visibility_moves_the_serial_and_queues_purges(index, db):
         tx.execute("DELETE FROM purge_outbox")
         assert access.set_visibility(tx, packages.get_project(tx, SECRET), False)
         assert not access.set_visibility(tx, packages.get_project(tx, SECRET), False)
+    with db.transaction() as tx:  # the purges are queued as the change commits
         keys = {r["purge_key"] for r in tx.all("SELECT purge_key FROM purge_outbox")}
     assert {"index", "project/secret-pkg"} <= keys
     r = index.get("/simple/")
