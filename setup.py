@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*", "cloudpypi_base", "cloudpypi_base.*"]
+        include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*", "cloudpypi_base", "cloudpypi_base.*"],
     ),
     package_data={"pypi": ["templates/*.html", "index/schema/*.sql"], "cdn": ["varnish/*.vcl"]},
     install_requires=[
