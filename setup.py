@@ -11,7 +11,7 @@ setup(
     package_data={"pypi": ["templates/*.html", "index/schema/*.sql"], "cdn": ["varnish/*.vcl"]},
     install_requires=[
         "WebOb>=1.8",
-        "waitress>=2.1",
+        "gunicorn>=23",
         "packaging>=23",
         "argon2-cffi>=21",
         "readme_renderer[md]>=37",

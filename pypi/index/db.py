@@ -354,9 +354,12 @@ class _PgPool:
         """Return ``conn``; a broken one, or one left inside a transaction, is closed instead."""
         try:
             now = time.monotonic()
-            idle = not close and not conn.closed and (
-                conn.info.transaction_status == self._psycopg2.extensions.TRANSACTION_STATUS_IDLE
-            ) and now - conn.opened <= self.max_lifetime
+            idle = (
+                not close
+                and not conn.closed
+                and (conn.info.transaction_status == self._psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+                and now - conn.opened <= self.max_lifetime
+            )
             if idle:
                 conn.returned = now
                 with self._lock:
