@@ -31,7 +31,7 @@ def load() -> object:
     if config.cdn.purge != "none" and purge_process.wanted(config) and not purge_process.MANAGED:
         raise ConfigError(NO_PURGE_WORKER.format(purge=config.cdn.purge))
     tune_malloc()
-    return build_app(config)
+    return build_app(config, after_commit=purge_process.wake)
 
 
 application = load()

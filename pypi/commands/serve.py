@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
 
     def build():
         """One worker's application, on the settings as they are now (called after the fork)."""
-        return build_app(config_mod.load(args.config))
+        return build_app(config_mod.load(args.config), after_commit=purge_process.wake)
 
     log.info(
         "CloudPyPI on http://%s/ (%d worker processes x %d threads; database %s, storage %s, %s)",

@@ -3,8 +3,10 @@
 The master starts it when it is ready (``when_ready``), starts another if it
 exits, restarts it on SIGHUP (``on_reload``, so it reads the new settings)
 and stops it on exit (``on_exit``). Workers never run a purge worker of their
-own: the purges of every worker's uploads are sent by this one process, which
-picks new outbox rows up within ``[cdn] purge_poll_interval`` (1 s).
+own: the purges of every worker's uploads are sent by this one process. A
+worker wakes it after each commit through a pipe the master opens before the
+workers fork (one byte, never blocking); changes made elsewhere are found
+within ``[cdn] purge_poll_interval`` (1 s).
 
 ``hooks(config_path)`` gives these gunicorn server hooks; ``cloudpypi serve``
 and ``pypi.server.gunicorn_conf`` install them.
@@ -26,6 +28,8 @@ log = logging.getLogger("cloudpypi")
 
 #: Set in a process whose gunicorn master keeps a purge worker (and inherited by its workers).
 MANAGED = False
+#: The write end of the master's wake-up pipe, inherited by the workers (None: no purge worker).
+WAKE_FD: int | None = None
 #: Seconds to wait before starting again a purge worker that exited.
 RESTART_DELAY = 1.0
 
@@ -41,17 +45,21 @@ def wanted(config: Config) -> bool:
 class PurgeProcess:
     """``python -m pypi.cli purge-worker [--config PATH]`` as a child of the current process."""
 
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, wake_fd: int | None = None) -> None:
         self.config_path = config_path
+        self.wake_fd = wake_fd
         self.proc: subprocess.Popen | None = None
         self._exited_at = 0.0
 
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "pypi.cli", "purge-worker"]
+        if self.wake_fd is not None:
+            args += ["--wake-fd", str(self.wake_fd)]
         return args + (["--config", self.config_path] if self.config_path else [])
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        fds = () if self.wake_fd is None else (self.wake_fd,)
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, pass_fds=fds)
         log.info("purge worker: process %d", self.proc.pid)
 
     def check(self) -> None:
@@ -87,6 +95,15 @@ class PurgeProcess:
         self.start()
 
 
+def wake() -> None:
+    """Tell the purge worker that a commit queued purges (a worker's ``after_commit``). Never raises."""
+    if WAKE_FD is not None:
+        try:
+            os.write(WAKE_FD, b"\0")
+        except OSError:  # full (it is busy or restarting: it polls anyway) or closed
+            pass
+
+
 def hooks(config_path: str | None, enabled: bool) -> dict[str, Any]:
     """gunicorn settings (server hooks) that keep one purge worker beside the workers."""
     global MANAGED
@@ -96,6 +113,9 @@ def hooks(config_path: str | None, enabled: bool) -> dict[str, Any]:
     purger = PurgeProcess(config_path)
 
     def when_ready(server: Any) -> None:
+        global WAKE_FD
+        purger.wake_fd, WAKE_FD = os.pipe()
+        os.set_blocking(WAKE_FD, False)
         purger.start()
         manage_workers = server.manage_workers
 
