@@ -11,6 +11,7 @@
   proxies gunicorn trusts (``forwarded_allow_ips``), as waitress's
   ``clear_untrusted_proxy_headers`` did.
 
+A request waits at most READ_TIMEOUT seconds for the client's next bytes.
 glibc's arenas are capped in each worker before its threads start
 (pypi.server.memory).
 """
@@ -28,6 +29,9 @@ from gunicorn.workers.gthread import ThreadWorker
 from pypi.server.memory import tune_malloc
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Seconds a request may wait for the client's next bytes (waitress's channel_timeout was 120 s):
+#: a client that stops sending mid-upload frees its thread instead of holding it for ever.
+READ_TIMEOUT = 120.0
 _FORWARDED = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_")
 
 
@@ -140,6 +144,7 @@ class Worker(ThreadWorker):
         if expect is not None:
             req._expected_100_continue = False
         self._request.expect = expect
+        conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout
         try:
             keepalive = super().handle_request(req, conn)
         finally:

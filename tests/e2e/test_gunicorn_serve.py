@@ -205,7 +205,8 @@ def test_errors_made_by_the_server_are_private(index, raw, status):
     assert header(head, "Content-Type") == "text/plain; charset=utf-8"
 
 
-def test_sigterm_lets_an_upload_in_flight_finish(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stop_or_reload_lets_an_upload_in_flight_finish(tmp_path, signum):
     config = write_config(
         str(tmp_path / "config.ini"),
         {
@@ -219,17 +220,18 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path):
         },
     )
     cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
-    server = start_server(config)
     wheel = make_wheel(str(tmp_path), "inflight", "1.0", extra_bytes=200_000)
     content_type, body = upload_form(wheel, "inflight", "1.0")
+    servers = [start_server(config)]
     try:
+        server = servers[0]
         with connect(server) as sock:
             sock.sendall(
                 request_head(server, len(body), content_type, authorization=auth_header(), expect=False)
             )
             sock.sendall(body[:1000])
             time.sleep(0.5)  # a worker is reading the body
-            server.proc.send_signal(signal.SIGTERM)
+            server.proc.send_signal(signum)
             time.sleep(1.0)  # ... and is told to stop while the body is still arriving
             step = len(body) // 8 + 1
             for start in range(1000, len(body), step):
@@ -237,11 +239,12 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path):
                 time.sleep(0.2)
             head = read_head(sock)
             assert head.startswith(b"HTTP/1.1 200 "), head + read_all(sock) + server.log().encode()
-        assert server.proc.wait(timeout=30) == 0
-    finally:
-        server.stop()
-    server = start_server(config)  # the stored upload is served by the next server
-    try:
+        if signum == signal.SIGTERM:
+            assert server.proc.wait(timeout=30) == 0
+            servers.append(start_server(config))  # the stored upload is served by the next server
+        else:
+            assert "Hang up" in server.log()
+        server = servers[-1]
         path = "/simple/inflight/"
         with urllib.request.urlopen(server.url + path, timeout=10) as r:
             page = r.read().decode()
@@ -250,4 +253,5 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path):
             with open(wheel, "rb") as f:
                 assert r.read() == f.read()
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
