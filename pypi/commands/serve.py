@@ -29,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=serve)
 
 
-def build_app(config: Config, *, after_commit: Callable[[], None] | None = None):
-    """Everything ``serve`` runs, ready: schema migrated, storage checked."""
-    db = open_database(config)
-    store = open_storage(config)
+def build_app(config: Config, *, after_commit: Callable[[], None] | None = None, check: bool = True):
+    """Everything ``serve`` runs, ready: schema migrated, storage checked (unless ``check=False``)."""
+    db = open_database(config, migrate=check)
+    store = open_storage(config, check=check)
     return make_app(config, store=store, db=db, after_commit=after_commit)
 
 
@@ -48,8 +48,13 @@ def serve(args: argparse.Namespace) -> int:
     settings.update(purge_process.hooks(args.config, purge_process.wanted(config)))
 
     def build():
-        """One worker's application, on the settings as they are now (called after the fork)."""
-        return build_app(config_mod.load(args.config), after_commit=purge_process.wake)
+        """One worker's application, on the settings as they are now (called after the fork).
+
+        Not checked again: a worker started while the store is down (a restart of
+        one worker, a reload) answers 503 until it is back, instead of failing to
+        boot, which would make gunicorn stop the whole server.
+        """
+        return build_app(config_mod.load(args.config), after_commit=purge_process.wake, check=False)
 
     log.info(
         "CloudPyPI on http://%s/ (%d worker processes x %d threads; database %s, storage %s, %s)",
