@@ -8,12 +8,13 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*", "cloudpypi_base", "cloudpypi_base.*"],
+        include=["pypi", "pypi.*", "storage", "storage.*", "cdn", "cdn.*"]
+        + ["cloudpypi_base", "cloudpypi_base.*"],
     ),
     package_data={"pypi": ["templates/*.html", "index/schema/*.sql"], "cdn": ["varnish/*.vcl"]},
     install_requires=[
         "WebOb>=1.8",
-        "waitress>=2.1",
+        "gunicorn>=23",
         "packaging>=24.2",  # packaging.licenses (SPDX License-Expression)
         "trove-classifiers",
         "email-validator>=2",

@@ -36,8 +36,12 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 8
-    #: Processes serving the socket (each with ``threads`` threads).
-    workers: int = 1
+    #: Processes serving the socket (each with ``threads`` threads); default one per core.
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: Seconds a stopping or reloading worker has to finish its requests in flight.
+    graceful_timeout: int = 120
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive: int = 5
     data_dir: str = "data"
     #: Seconds after which a crashed upload's leftovers (spooled bodies in
     #: data_dir/tmp, the store's temporaries) are removed at start and by fsck.
@@ -54,6 +58,9 @@ class WebUISettings:
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = ""
+    #: PostgreSQL pool: seconds a connection may stay idle, and live, before it is replaced.
+    pool_max_idle: int = 600
+    pool_max_lifetime: int = 3600
 
 
 @dataclass(frozen=True)
@@ -247,7 +254,9 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
         host=srv.get("host") or "127.0.0.1",
         port=_int(srv.get("port", "8080"), where="[server] port", low=0, high=65535),
         threads=_int(srv.get("threads", "8"), where="[server] threads", low=1, high=1024),
-        workers=_workers(srv.get("workers", "1")),
+        workers=_workers(srv.get("workers", "auto")),
+        graceful_timeout=_int(srv.get("graceful_timeout", "120"), where="[server] graceful_timeout", low=0),
+        keepalive=_int(srv.get("keepalive", "5"), where="[server] keepalive", low=0, high=3600),
         data_dir=data_dir,
         temporaries_max_age=parse_duration(
             srv.get("temporaries_max_age", "1d"), where="[server] temporaries_max_age"
@@ -276,7 +285,13 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
             "[database] url: must start with sqlite:/// or postgresql:// "
             f"(got {scheme + '://' if scheme else 'no scheme'})"
         )
-    database = DatabaseSettings(url=db_url)
+    database = DatabaseSettings(
+        url=db_url,
+        pool_max_idle=_int(dbs.get("pool_max_idle", "600"), where="[database] pool_max_idle", low=1),
+        pool_max_lifetime=_int(
+            dbs.get("pool_max_lifetime", "3600"), where="[database] pool_max_lifetime", low=1
+        ),
+    )
 
     serve = (sto.get("serve") or "proxy").strip()
     if serve not in ("proxy", "redirect"):

@@ -26,7 +26,12 @@ def load_config(args: argparse.Namespace) -> Config:
 
 def open_database(config: Config, *, migrate: bool = True) -> Database:
     """The database, with its schema brought up to date; exits with a message if unreachable."""
-    db = Database(config.database.url, pool_size=config.server.threads + 4)
+    db = Database(
+        config.database.url,
+        pool_size=config.server.threads + 4,
+        max_idle=config.database.pool_max_idle,
+        max_lifetime=config.database.pool_max_lifetime,
+    )
     try:
         if migrate:
             db.migrate()

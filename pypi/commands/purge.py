@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 
 from cdn import purge as cdn_purge
 from pypi.commands.common import add_config_option, fail, load_config, open_database
@@ -20,6 +22,7 @@ FAIL_AFTER = 5
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("purge-worker", help="deliver queued CDN purges until stopped (SIGTERM/SIGINT)")
     add_config_option(p)
+    p.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)  # from pypi.server.purge_process
     p.set_defaults(func=run_worker)
 
     p = sub.add_parser("purge", help="show queued CDN purges (--status) or purge surrogate keys by hand")
@@ -61,10 +64,18 @@ def run_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if getattr(args, "wake_fd", None) is not None:
+        threading.Thread(target=_wake_on_read, args=(args.wake_fd, worker), daemon=True).start()
     print(f"purge worker: delivering through {worker.purger.describe()}", file=sys.stderr, flush=True)
     worker.run()
     worker.purger.close()
     return 0
+
+
+def _wake_on_read(fd: int, worker: purge_worker.PurgeWorker) -> None:
+    """Wake ``worker`` whenever a byte arrives on ``fd`` (a commit in a server worker)."""
+    while os.read(fd, 4096):
+        worker.wake()
 
 
 def purge(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``cloudpypi serve``: migrate the schema and run the index under waitress."""
+"""``cloudpypi serve``: migrate the schema and run the index under gunicorn (pypi.server)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from cdn.purge import PurgerMisconfigured, flag
+from pypi import config as config_mod
 from pypi.app import make_app
 from pypi.commands.common import add_config_option, load_config, open_database, open_storage
-from pypi.commands.purge import open_worker
-from pypi.config import Config, ConfigError
-from pypi.index.db import Database
+from pypi.commands.purge import open_purger
+from pypi.config import Config
 from pypi.operations import leftovers
-from pypi.operations.purge_worker import PurgeWorker
-from pypi.server import prefork
-from pypi.server.memory import tune_malloc
-from pypi.upload.spool import FORM_OVERHEAD
+from pypi.server import purge_process
+from pypi.server.application import Server, gunicorn_settings
 
 log = logging.getLogger("cloudpypi")
 
@@ -28,74 +25,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to listen on (default: [server] host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default: [server] port, 8080)")
     p.add_argument("--threads", type=int, help="threads per worker process (default: [server] threads, 8)")
-    p.add_argument("--workers", type=int, help="worker processes (default: [server] workers, 1)")
+    p.add_argument("--workers", type=int, help="worker processes (default: [server] workers, one per core)")
     p.set_defaults(func=serve)
 
 
-def build_app(config: Config, *, after_commit: Callable[[], None] | None = None):
-    """Everything ``serve`` runs, ready: schema migrated, storage checked, crashed uploads'
-    leftovers being cleaned (on a background thread)."""
-    db = open_database(config)
-    store = open_storage(config)
+def build_app(config: Config, *, after_commit: Callable[[], None] | None = None, check: bool = True):
+    """Everything ``serve`` runs, ready: schema migrated, storage checked (unless ``check=False``),
+    crashed uploads' leftovers being cleaned (on a background thread)."""
+    db = open_database(config, migrate=check)
+    store = open_storage(config, check=check)
     leftovers.clean_in_background(
         store, leftovers.spool_dir(config.data_dir), config.server.temporaries_max_age
     )
     return make_app(config, store=store, db=db, after_commit=after_commit)
 
 
-def purge_thread(config: Config) -> PurgeWorker | None:
-    """The purge worker ``serve`` runs in a thread (not started yet).
-
-    None with ``[cdn] purge_thread = false`` (a separate ``cloudpypi purge-worker`` delivers).
-    """
-    try:
-        wanted = flag(config.cdn.options, "purge_thread", True)
-    except PurgerMisconfigured as exc:
-        raise ConfigError(str(exc)) from None
-    return open_worker(config, Database(config.database.url, pool_size=2)) if wanted else None
+def _served_address(config: Config, args: argparse.Namespace) -> Config:
+    """The config with the address served: pages link to it (Config.public_url) when
+    ``[webui] url`` is empty."""
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
 
 
 def serve(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    host = args.host or config.server.host
-    port = args.port if args.port is not None else config.server.port
-    threads = args.threads or config.server.threads
-    workers = args.workers or config.server.workers
-    # Pages link to the address served (Config.public_url) when [webui] url is empty.
-    config = dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
+    config = _served_address(load_config(args), args)
     # Fail fast, before any worker starts: schema migrated, storage reachable, purger valid.
     open_database(config).close()
     open_storage(config).close()
-    purge_thread(config)
+    open_purger(config).close()
+    settings = gunicorn_settings(
+        config, host=args.host, port=args.port, workers=args.workers, threads=args.threads
+    )
+    settings.update(purge_process.hooks(args.config, purge_process.wanted(config)))
 
     def build():
-        """One worker's application, with its own purge thread (called after fork)."""
-        tune_malloc()  # before any server thread exists
-        worker = purge_thread(config)
-        app = build_app(config, after_commit=worker.wake if worker else None)
-        if worker:
-            worker.start()
-            log.info("purge worker: %s", worker.purger.describe())
-        return app
+        """One worker's application, on the settings as they are now (called after the fork).
+
+        Not checked again: a worker started while the store is down (a restart of
+        one worker, a reload) answers 503 until it is back, instead of failing to
+        boot, which would make gunicorn stop the whole server.
+        """
+        worker_config = _served_address(config_mod.load(args.config), args)
+        return build_app(worker_config, after_commit=purge_process.wake, check=False)
 
     log.info(
-        "CloudPyPI on http://%s:%s/ (%d worker%s x %d threads; database %s, storage %s, %s)",
-        host,
-        port,
-        workers,
-        "s" if workers > 1 else "",
-        threads,
+        "CloudPyPI on http://%s/ (%d worker processes x %d threads; database %s, storage %s, %s)",
+        settings["bind"][0],
+        settings["workers"],
+        settings["threads"],
         config.database.url.split(":", 1)[0],
         config.storage.backend,
         f"files via {config.cdn.files_url}" if config.cdn.files_url else "files served here",
     )
-    return prefork.run(
-        build,
-        host=host,
-        port=port,
-        workers=workers,
-        threads=threads,
-        max_request_body_size=config.webui.max_upload_size + FORM_OVERHEAD,
-        ident="CloudPyPI",
-        clear_untrusted_proxy_headers=True,
-    )
+    Server(settings, build).run()
+    return 0

@@ -11,8 +11,10 @@ import datetime
 import functools
 import os
 import re
+import select
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -100,7 +102,9 @@ def _error_types(dialect: str) -> tuple[type[BaseException], type[BaseException]
 class Database:
     """A database named by URL: ``sqlite:///PATH`` or ``postgresql://user:pw@host:port/db``."""
 
-    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 16, max_idle: float = 600.0, max_lifetime: float = 3600.0
+    ) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
@@ -111,6 +115,8 @@ class Database:
         else:
             raise DatabaseError("database url must start with sqlite:/// or postgresql://")
         self.pool_size = pool_size
+        self.max_idle = max_idle
+        self.max_lifetime = max_lifetime
         self._local = threading.local()
         self._pool: Any = None
         self._pool_pid = 0
@@ -137,7 +143,9 @@ class Database:
         if self._pool is None or self._pool_pid != os.getpid():
             with self._lock:
                 if self._pool is None or self._pool_pid != os.getpid():
-                    self._pool = _PgPool(self.url, self.pool_size)
+                    self._pool = _PgPool(
+                        self.url, self.pool_size, max_idle=self.max_idle, max_lifetime=self.max_lifetime
+                    )
                     self._pool_pid = os.getpid()
         return self._pool
 
@@ -276,17 +284,38 @@ class _PgPool:
     (psycopg2's own pools close every returned connection above ``minconn``, so
     under concurrency most requests paid for a new connection.) A caller waits
     for a free connection rather than failing when all are in use.
+
+    A connection is checked before it is handed out, so that a database
+    restart (or a backend ended by an administrator, or a proxy's idle cut)
+    costs no request an error: one idle longer than ``max_idle`` seconds, or
+    open longer than ``max_lifetime``, is replaced; one whose socket has
+    anything to read (an idle connection has nothing to read, unless the server
+    ended it) is replaced; one idle longer than ``PING_AFTER`` seconds must
+    answer ``SELECT 1`` first. The socket check is a system call, not a round
+    trip, so the hot read paths stay at one round trip a page.
     """
 
     WAIT_SECONDS = 30
+    #: Seconds of idleness after which a connection is pinged before use.
+    PING_AFTER = 30.0
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, *, max_idle: float = 600.0, max_lifetime: float = 3600.0) -> None:
         import psycopg2
+        import psycopg2.extensions
         import psycopg2.extras
+
+        class Connection(psycopg2.extensions.connection):
+            """A connection that knows when it was opened and last returned to the pool."""
+
+            opened = 0.0
+            returned = 0.0
 
         self.url = url
         self.size = size
+        self.max_idle = max_idle
+        self.max_lifetime = max_lifetime
         self._psycopg2 = psycopg2
+        self._connection_factory = Connection
         self._cursor_factory = psycopg2.extras.RealDictCursor
         self._idle: list[Any] = []
         self._lock = threading.Lock()
@@ -298,23 +327,55 @@ class _PgPool:
             raise DatabaseError(
                 f"all {self.size} PostgreSQL connections stayed busy for {self.WAIT_SECONDS} s"
             )
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None:
-            return conn
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if self._usable(conn):
+                return conn
+            with contextlib.suppress(Exception):
+                conn.close()
         try:
-            return psycopg2.connect(self.url, cursor_factory=self._cursor_factory, connect_timeout=10)
+            conn = psycopg2.connect(
+                self.url,
+                connection_factory=self._connection_factory,
+                cursor_factory=self._cursor_factory,
+                connect_timeout=10,
+            )
         except psycopg2.Error as exc:
             self._slots.release()
             raise DatabaseError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+        conn.opened = time.monotonic()
+        return conn
+
+    def _usable(self, conn: Any) -> bool:
+        """Whether an idle connection may serve a request (see the class's description)."""
+        now = time.monotonic()
+        if conn.closed or now - conn.opened > self.max_lifetime or now - conn.returned > self.max_idle:
+            return False
+        try:
+            if _readable(conn.fileno()):
+                return False
+            if now - conn.returned > self.PING_AFTER:
+                conn.cursor().execute("SELECT 1")
+                conn.rollback()
+        except Exception:
+            return False
+        return True
 
     def put(self, conn: Any, *, close: bool = False) -> None:
         """Return ``conn``; a broken one, or one left inside a transaction, is closed instead."""
         try:
-            idle = not close and not conn.closed and (
-                conn.info.transaction_status == self._psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            now = time.monotonic()
+            idle = (
+                not close
+                and not conn.closed
+                and (conn.info.transaction_status == self._psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+                and now - conn.opened <= self.max_lifetime
             )
             if idle:
+                conn.returned = now
                 with self._lock:
                     self._idle.append(conn)
             else:
@@ -327,6 +388,15 @@ class _PgPool:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data (or end of file) waiting, without blocking."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,13 +1,13 @@
 """Keeps a long-running server's memory flat under glibc's allocator.
 
 Two glibc behaviours let a threaded upload server grow far beyond what it holds:
-every new thread (waitress's, the hashing and S3 transfer threads) may get a
+every new thread (the server's, the hashing and S3 transfer threads) may get a
 malloc arena of its own, each keeping the memory freed in it; and after the
 first large buffer is freed the mmap threshold rises (up to 32 MiB), so the
 1 MiB blocks an upload is read in come from those arenas and stay there.
 The arenas are capped at start, and what an upload freed is given back to the
 system after it. (A fixed mmap threshold would do the latter too, but then
-every block waitress sends a file in is a fresh mmap: downloads ran at half
+every block the server sends a file in is a fresh mmap: downloads ran at half
 speed.)
 """
 

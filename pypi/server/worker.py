@@ -1,0 +1,156 @@
+"""The gunicorn worker ``cloudpypi serve`` runs: gunicorn's gthread worker with three changes.
+
+- ``Expect: 100-continue`` is answered when the application first reads the
+  body, not before it runs (gunicorn answers at once): an upload without valid
+  credentials gets its 401/403 before the client sends a byte of the body, and
+  the connection is then closed instead of drained.
+- Errors gunicorn writes itself (400 on a bad request line, 414, 431, 500, ...)
+  are plain text marked ``Cache-Control: private, no-store``, like every error
+  the application makes, so no shared cache keeps them.
+- ``X-Forwarded-*`` and ``Forwarded`` reach the application only from the
+  proxies gunicorn trusts (``forwarded_allow_ips``), as waitress's
+  ``clear_untrusted_proxy_headers`` did.
+
+A request waits at most READ_TIMEOUT seconds for the client's next bytes.
+glibc's arenas are capped in each worker before its threads start
+(pypi.server.memory).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from pypi.server.memory import tune_malloc
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Seconds a request may wait for the client's next bytes (waitress's channel_timeout was 120 s):
+#: a client that stops sending mid-upload frees its thread instead of holding it for ever.
+READ_TIMEOUT = 120.0
+_FORWARDED = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_")
+
+
+def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error``, as plain text and private (never cached)."""
+    body = f"{status_int} {reason}\n{mesg}\n" if mesg else f"{status_int} {reason}\n"
+    data = body.encode("utf-8", "replace")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Cache-Control: private, no-store\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode("latin-1")
+    util.write_nonblock(sock, head + data)
+
+
+class _Expect:
+    """One request's pending ``100 Continue``: sent on the first read, unless the answer started."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.sent = False
+        self.answered = False
+
+    def send(self) -> None:
+        if not self.sent and not self.answered:
+            self.sent = True
+            self.sock.sendall(_CONTINUE)
+
+
+class _ContinueInput:
+    """``wsgi.input`` that sends the interim ``100 Continue`` the first time it is read."""
+
+    def __init__(self, raw: Any, expect: _Expect) -> None:
+        self._raw = raw
+        self._expect = expect
+
+    def read(self, size: int | None = None) -> bytes:
+        self._expect.send()
+        return self._raw.read(size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        self._expect.send()
+        return self._raw.readline(size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        self._expect.send()
+        return self._raw.readlines(hint)
+
+    def __iter__(self):
+        self._expect.send()
+        return iter(self._raw)
+
+
+class Worker(ThreadWorker):
+    """gthread with a lazy ``100 Continue``, private error pages and trusted forwarding headers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request = threading.local()
+        self._networks: list | None = None
+
+    def init_process(self) -> None:
+        tune_malloc()  # before any of this worker's threads exist
+        util.write_error = write_error  # the one writer of gunicorn's own error pages
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            return self._call(app, environ, start_response)
+
+        self.wsgi = application
+
+    def _trusted(self, addr: str) -> bool:
+        """Whether ``addr`` is one of the proxies of gunicorn's ``forwarded_allow_ips``."""
+        allowed = self.cfg.forwarded_allow_ips
+        if "*" in allowed:
+            return True
+        if self._networks is None:
+            self._networks = [ipaddress.ip_network(a, strict=False) for a in allowed]
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._networks)
+
+    def _call(self, app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not self._trusted(environ.get("REMOTE_ADDR", "")):
+            for key in [k for k in environ if k.startswith(_FORWARDED)]:
+                del environ[key]
+        expect: _Expect | None = getattr(self._request, "expect", None)
+        if expect is None:
+            return app(environ, start_response)
+        environ["wsgi.input"] = _ContinueInput(environ["wsgi.input"], expect)
+
+        def answered(status: str, headers: list, exc_info: Any = None) -> Any:
+            expect.answered = True
+            return start_response(status, headers, exc_info)
+
+        return app(environ, answered)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        # gunicorn's wsgi.create() answers 100 as soon as it sees the header,
+        # before the application could refuse the request: take the job over.
+        expect = _Expect(conn.sock) if getattr(req, "_expected_100_continue", False) else None
+        if expect is not None:
+            req._expected_100_continue = False
+        self._request.expect = expect
+        conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout
+        try:
+            keepalive = super().handle_request(req, conn)
+        finally:
+            self._request.expect = None
+        if expect is not None and not expect.sent:
+            # The client is still waiting to send the body it was never asked
+            # for: close rather than wait for (and read) a body to discard.
+            return False
+        return keepalive

@@ -1,0 +1,257 @@
+"""``cloudpypi serve`` under gunicorn, driven with raw sockets: graceful stop with an upload in
+flight, ``Expect: 100-continue`` answered only once the credentials are good, and server-made
+errors as private as the application's."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.dists import digests, make_wheel
+from tests.e2e.clients import PASSWORD
+from tests.services.live_server import LiveServer, cloudpypi, start_server, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def auth_header(user: str = "alice", password: str = PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def upload_form(path: str, name: str, version: str) -> tuple[str, bytes]:
+    """(Content-Type, body) of twine's multipart upload of the wheel at ``path``."""
+    boundary = uuid.uuid4().hex
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "metadata_version": "2.1",
+        "name": name,
+        "version": version,
+        "filetype": "bdist_wheel",
+        "pyversion": "py3",
+        **digests(path),
+    }
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    with open(path, "rb") as f:
+        content = f.read()
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+        f'filename="{os.path.basename(path)}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
+
+
+def request_head(
+    server: LiveServer, length: int, content_type: str, *, authorization: str | None, expect: bool
+) -> bytes:
+    lines = [
+        "POST /legacy/ HTTP/1.1",
+        f"Host: {server.url[7:]}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {length}",
+    ]
+    if authorization:
+        lines.append(f"Authorization: {authorization}")
+    if expect:
+        lines.append("Expect: 100-continue")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def connect(server: LiveServer) -> socket.socket:
+    host, port = server.url[7:].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """One response head (up to the blank line), read a byte at a time so nothing after it is taken."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            break
+        data += byte
+    return data
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def header(head: bytes, name: str) -> str | None:
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gunicorn")
+    config = write_config(
+        str(folder / "config.ini"),
+        {
+            "server": {
+                "data_dir": str(folder / "data"),
+                "workers": "1",
+                "threads": "4",
+                "graceful_timeout": "30",
+            },
+            "database": {"url": f"sqlite:///{folder}/index.sqlite3"},
+            "webui": {"max_upload_size": "10M"},
+        },
+    )
+    cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
+    server = start_server(config)
+    yield folder, server
+    server.stop()
+
+
+def spool_files(folder) -> list[str]:
+    tmp = folder / "data" / "tmp"
+    return sorted(os.listdir(tmp)) if tmp.is_dir() else []
+
+
+@pytest.mark.parametrize("authorization, status", [(None, 401), (auth_header(password="wrong"), 403)])
+def test_refused_upload_is_answered_before_the_body_is_sent(index, authorization, status):
+    folder, server = index
+    before = spool_files(folder)
+    with connect(server) as sock:
+        sock.sendall(
+            request_head(
+                server, 9_000_000, "multipart/form-data; boundary=x", authorization=authorization, expect=True
+            )
+        )
+        head = read_head(sock)  # no byte of the body was sent
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert header(head, "Cache-Control") == "private, no-store"
+        assert b"100 Continue" not in head
+        rest = read_all(sock)  # the server closes: it does not wait for a body to discard
+        assert b"Invalid or non-existent authentication information." in rest
+    assert spool_files(folder) == before
+
+
+def test_authenticated_upload_gets_100_continue_then_200(index, tmp_path):
+    folder, server = index
+    wheel = make_wheel(str(tmp_path), "expecting", "1.0")
+    content_type, body = upload_form(wheel, "expecting", "1.0")
+    with connect(server) as sock:
+        sock.sendall(request_head(server, len(body), content_type, authorization=auth_header(), expect=True))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 "), head + read_all(sock)
+    with urllib.request.urlopen(server.url + "/simple/expecting/", timeout=10) as r:
+        assert "expecting-1.0-py3-none-any.whl" in r.read().decode()
+
+
+def test_too_large_upload_is_413_before_the_body(index):
+    _, server = index
+    with connect(server) as sock:
+        sock.sendall(
+            request_head(
+                server,
+                500_000_000,
+                "multipart/form-data; boundary=x",
+                authorization=auth_header(),
+                expect=True,
+            )
+        )
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+        assert header(head, "Cache-Control") == "private, no-store"
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n", 431),
+    ],
+)
+def test_errors_made_by_the_server_are_private(index, raw, status):
+    _, server = index
+    with connect(server) as sock:
+        sock.sendall(raw)
+        response = read_all(sock)
+    head = response.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), response[:300]
+    assert header(head, "Cache-Control") == "private, no-store"
+    assert header(head, "Content-Type") == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stop_or_reload_lets_an_upload_in_flight_finish(tmp_path, signum):
+    config = write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "server": {
+                "data_dir": str(tmp_path / "data"),
+                "workers": "2",
+                "threads": "2",
+                "graceful_timeout": "30",
+            },
+            "database": {"url": f"sqlite:///{tmp_path}/index.sqlite3"},
+        },
+    )
+    cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
+    wheel = make_wheel(str(tmp_path), "inflight", "1.0", extra_bytes=200_000)
+    content_type, body = upload_form(wheel, "inflight", "1.0")
+    servers = [start_server(config)]
+    try:
+        server = servers[0]
+        with connect(server) as sock:
+            sock.sendall(
+                request_head(server, len(body), content_type, authorization=auth_header(), expect=False)
+            )
+            sock.sendall(body[:1000])
+            time.sleep(0.5)  # a worker is reading the body
+            server.proc.send_signal(signum)
+            time.sleep(1.0)  # ... and is told to stop while the body is still arriving
+            step = len(body) // 8 + 1
+            for start in range(1000, len(body), step):
+                sock.sendall(body[start : start + step])
+                time.sleep(0.2)
+            head = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 200 "), head + read_all(sock) + server.log().encode()
+        if signum == signal.SIGTERM:
+            assert server.proc.wait(timeout=30) == 0
+            servers.append(start_server(config))  # the stored upload is served by the next server
+        else:
+            assert "Hang up" in server.log()
+        server = servers[-1]
+        path = "/simple/inflight/"
+        with urllib.request.urlopen(server.url + path, timeout=10) as r:
+            page = r.read().decode()
+        href = page.split('href="', 1)[1].split("#", 1)[0]
+        with urllib.request.urlopen(urllib.request.urljoin(server.url + path, href), timeout=10) as r:
+            with open(wheel, "rb") as f:
+                assert r.read() == f.read()
+    finally:
+        for server in servers:
+            server.stop()
