@@ -16,6 +16,7 @@ from cdn.urls import URLBuilder
 from pypi.config import Config
 from pypi.index.db import Database, DatabaseError
 from pypi.index.render_cache import RenderCache
+from pypi.index.shared_pages import SharedPages
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
 from pypi.views import files, json_api, simple, upload, web, xmlrpc
@@ -118,7 +119,8 @@ def build_services(
         urls=URLBuilder(config.cdn.files_url, config.webui.url),
         policy=CachePolicy.from_config(config.cdn.options),
         uploader=Uploader(db, store, after_commit=after_commit),
-        renders=RenderCache(),
+        renders=RenderCache(config.webui.render_cache_size),
+        pages=SharedPages(db),
     )
 
 

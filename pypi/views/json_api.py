@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from packaging.utils import canonicalize_name
@@ -12,7 +11,9 @@ from cdn import policy
 from pypi.index import cache_keys, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
+from pypi.views.encoding import page_response
 from pypi.views.responses import error, redirect, tag
+from pypi.views.simple import project_page
 
 _DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
 
@@ -123,15 +124,12 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
             suffix = f"{version}/json" if version else "json"
             return redirect(f"/pypi/{project['normalized_name']}/{suffix}", keys=[key])
         serial = project["last_serial"]
-        body = svc.renders.get_or_render(
-            ("json", normalized, version, serial, svc.urls.base),
-            lambda: _render(svc, tx, project, version),
+        page = project_page(
+            svc, tx, f"json/{normalized}/{version or ''}", serial, lambda: _render(svc, tx, project, version)
         )
-    if body is None:
+    if page is None:
         return error(404, "Not Found", kind=policy.MISSING, keys=[key])
-    response = Response(body=body, content_type="application/json")
+    response = page_response(request, page, "application/json")
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.etag = hashlib.md5(body).hexdigest()
-    response.conditional_response = True
     return tag(response, policy.INDEX, [key])

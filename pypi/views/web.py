@@ -44,7 +44,7 @@ def home(svc: Services, request: Request) -> Response:
             ("home", serial),
             lambda: _env.get_template("index.html").render(
                 site_name=svc.config.webui.site_name,
-                counts=packages.project_counts(tx),
+                counts=packages.index_counts(tx),
                 recent=packages.recent_releases(tx),
                 index_url=(svc.config.webui.url or request.host_url) + "/simple/",
             ),

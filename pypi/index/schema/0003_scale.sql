@@ -1,0 +1,19 @@
+-- Issue 12: indexes for every hot query at pypi.org's size, and rendered pages shared by every process.
+
+-- journal.record's "UPDATE projects ... WHERE name = ?" (twice per upload).
+CREATE INDEX projects_name ON projects (name);
+-- Search: a prefix match on the normalized name (LIKE 'q%'), whatever the database's collation.
+CREATE INDEX projects_name_prefix ON projects (normalized_name{pattern_ops});
+-- The version of the set of names (/simple/ HTML): the newest entry that added or removed a name.
+CREATE INDEX journal_name_set ON journal (id) WHERE action IN ('create', 'remove project');
+
+-- Pages rendered once for the whole deployment (/simple/, large project pages), with their
+-- gzip form. ``version`` is what the page depends on (the name set, a project's serial).
+CREATE TABLE stored_pages (
+    page TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    body {blob} NOT NULL,
+    gzip_body {blob} NOT NULL,
+    rendered TEXT NOT NULL
+);
