@@ -22,7 +22,7 @@ pytest_plugins = [
 ]
 
 PASSWORD = "correct horse battery"
-TABLES = ["purge_outbox", "journal", "file_registry", "files", "releases", "roles", "projects",
+TABLES = ["purge_outbox", "stored_pages", "journal", "file_registry", "files", "releases", "roles", "projects",
           "api_tokens", "users"]
 
 

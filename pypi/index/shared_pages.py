@@ -45,8 +45,13 @@ class Page:
 def make_page(body: bytes | Iterable[bytes], version: str) -> Page:
     """A Page from the body (or its chunks, compressed as they come)."""
     if isinstance(body, bytes):
-        return Page(body, gzip.compress(body, GZIP_LEVEL, mtime=0), hashlib.md5(body).hexdigest(),
-                    version, time.time())
+        return Page(
+            body,
+            gzip.compress(body, GZIP_LEVEL, mtime=0),
+            hashlib.md5(body).hexdigest(),
+            version,
+            time.time(),
+        )
     md5 = hashlib.md5()
     parts: list[bytes] = []
     packed: list[bytes] = []
@@ -129,16 +134,26 @@ class SharedPages:
             held = self._latest.get(page)
             if held is not None and held.version == row["version"]:
                 return held
-            full = tx.one("SELECT version, etag, body, gzip_body, rendered FROM stored_pages WHERE page = ?",
-                          (page,))
+            full = tx.one(
+                "SELECT version, etag, body, gzip_body, rendered FROM stored_pages WHERE page = ?", (page,)
+            )
         if full is None:
             return None
-        return Page(bytes(full["body"]), bytes(full["gzip_body"]), full["etag"], full["version"],
-                    _epoch(full["rendered"]))
+        return Page(
+            bytes(full["body"]),
+            bytes(full["gzip_body"]),
+            full["etag"],
+            full["version"],
+            _epoch(full["rendered"]),
+        )
 
     def _render(
-        self, page: str, version_now: Callable[[Tx], str], render: Callable[[Tx], bytes | Iterable[bytes]],
-        *, wait: bool,
+        self,
+        page: str,
+        version_now: Callable[[Tx], str],
+        render: Callable[[Tx], bytes | Iterable[bytes]],
+        *,
+        wait: bool,
     ) -> Page | None:
         """Render and store under the deployment-wide lock; None if another process holds it."""
         with self.db.transaction(write=True) as tx:
@@ -175,8 +190,9 @@ def stored(tx: Tx, page: str, version: str) -> Page | None:
     )
     if row is None:
         return None
-    return Page(bytes(row["body"]), bytes(row["gzip_body"]), row["etag"], row["version"],
-                _epoch(row["rendered"]))
+    return Page(
+        bytes(row["body"]), bytes(row["gzip_body"]), row["etag"], row["version"], _epoch(row["rendered"])
+    )
 
 
 def store_large(tx: Tx, page: str, value: Page) -> None:
@@ -210,4 +226,3 @@ def _epoch(iso: str) -> float:
 
     head, _, frac = iso.rstrip("Z").partition(".")
     return calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
-

@@ -27,7 +27,7 @@ from pypi.index import cache_keys, journal, packages
 from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
-from pypi.views import upload
+from pypi.views import upload, xmlrpc_lists
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,25 @@ def rpc(svc: Services, request: Request) -> Response:
         inspect.signature(func).bind(svc, None, *params)
     except TypeError as exc:
         return _fault(INVALID_PARAMS, f"server error; invalid method parameters for {method}: {exc}")
+    writer = xmlrpc_lists.WRITERS.get(method)
+    if method == "changelog_since_serial" and (not isinstance(params[0], int) or isinstance(params[0], bool)):
+        return _fault(
+            INVALID_PARAMS,
+            f"server error; invalid method parameters for {method}: "
+            f"serial must be an integer, not {type(params[0]).__name__}",
+        )
     with svc.db.transaction() as tx:
-        try:
-            result = func(svc, tx, *params)
-        except InvalidParams as exc:
-            return _fault(INVALID_PARAMS, f"server error; invalid method parameters for {method}: {exc}")
         serial = journal.last_serial(tx)
-    response = _xml(xmlrpc.client.dumps((result,), methodresponse=True, encoding="utf-8"))
+        if writer is not None:  # the long lists: written from a cursor, not built as Python values
+            body = writer(tx, *params)
+        else:
+            try:
+                result = func(svc, tx, *params)
+            except InvalidParams as exc:
+                return _fault(INVALID_PARAMS, f"server error; invalid method parameters for {method}: {exc}")
+            body = xmlrpc.client.dumps((result,), methodresponse=True, encoding="utf-8").encode("utf-8")
+    response = Response(body=body, content_type="text/xml", charset="utf-8")
+    tag(response, policy.INDEX, [cache_keys.INDEX_KEY])
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     return response
 
