@@ -23,10 +23,11 @@ _ID = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "postgresql": "BIGSERIAL PRIMARY KEY",
 }
-#: Other dialect words a migration may use: {blob} (bytes), {pattern_ops} (an index LIKE 'x%' can use).
+#: Other dialect words a migration may use: {blob} (bytes), {pattern_ops} (an index LIKE 'x%' can
+#: use), {collate_c} (code-point order, as Python sorts text).
 _WORDS = {
-    "sqlite": {"blob": "BLOB", "pattern_ops": ""},
-    "postgresql": {"blob": "BYTEA", "pattern_ops": " text_pattern_ops"},
+    "sqlite": {"blob": "BLOB", "pattern_ops": "", "collate_c": ""},
+    "postgresql": {"blob": "BYTEA", "pattern_ops": " text_pattern_ops", "collate_c": ' COLLATE "C"'},
 }
 
 

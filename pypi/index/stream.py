@@ -65,3 +65,40 @@ def keyset(
         if len(chunk) < batch:
             return
         last = chunk[-1][0]
+
+
+_OBJECTS_SQL = (
+    "SELECT f.path{c}, f.filename, f.size, f.sha256_digest, f.metadata_sha256, r.version, p.normalized_name "
+    "FROM files f JOIN releases r ON r.id = f.release_id JOIN projects p ON p.id = r.project_id"
+)
+_OBJECT_COLUMNS = (
+    "path",
+    "filename",
+    "size",
+    "sha256_digest",
+    "metadata_sha256",
+    "version",
+    "normalized_name",
+)
+
+
+def referenced_objects(db: Any, *, batch: int = 10_000) -> Iterator[Any]:
+    """Every object the database references (pypi.index.objects.StoredObject), in code-point order
+    of path, read in pages of ``batch`` file rows: memory stays flat at any size."""
+    import heapq
+
+    from pypi.index.objects import objects_of
+
+    collate = ' COLLATE "C"' if db.dialect == "postgresql" else ""
+    select = _OBJECTS_SQL.replace("{c}", collate)
+    key = f"f.path{collate}"
+    pending: list[tuple[str, int, Any]] = []  # a wheel's X.whl.metadata may sort after other files
+    order = itertools.count()
+    for row in keyset(db.transaction, select, key, batch=batch):
+        path = row[0]
+        while pending and pending[0][0] <= path:
+            yield heapq.heappop(pending)[2]
+        for obj in objects_of(dict(zip(_OBJECT_COLUMNS, row, strict=True))):
+            heapq.heappush(pending, (obj.path, next(order), obj))
+    while pending:
+        yield heapq.heappop(pending)[2]

@@ -218,10 +218,17 @@ class Migration:
         self.list_prefix = list_prefix
         self._listed: dict[str, int] | None = None
 
-    def run(self, objects: Iterable[StoredObject]) -> MigrationResult:
-        """Copy (or, for a dry run, check) every object; never raises for one object's failure."""
-        objs = list(objects)
-        result = MigrationResult(total=len(objs))
+    def run(self, objects: Iterable[StoredObject], *, total: int | None = None) -> MigrationResult:
+        """Copy (or, for a dry run, check) every object; never raises for one object's failure.
+
+        ``objects`` may be a stream (pypi.index.stream.referenced_objects): it is read as the
+        copies go, never held whole; ``total`` is its length where known beforehand.
+        """
+        if total is None:
+            objects = list(objects)
+            total = len(objects)
+        objs = objects
+        result = MigrationResult(total=total)
         started = time.monotonic()
         self._listed = self._list_target()
         window = self.jobs * 4

@@ -7,6 +7,9 @@ CREATE INDEX projects_name_prefix ON projects (normalized_name{pattern_ops});
 -- The version of the set of names (/simple/ HTML): the newest entry that added or removed a name.
 CREATE INDEX journal_name_set ON journal (id) WHERE action IN ('create', 'remove project');
 
+-- fsck and migrate-storage walk the files in code-point order of path (as stores list them), in pages.
+CREATE INDEX files_path_c ON files (path{collate_c});
+
 -- Pages rendered once for the whole deployment (/simple/, large project pages), with their
 -- gzip form. ``version`` is what the page depends on (the name set, a project's serial).
 CREATE TABLE stored_pages (
