@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--quick", action="store_true", help="1 repetition, no 1 GiB file")
     s.add_argument("--only", action="append", default=[], metavar="BACKEND",
                    help="local, s3 or swift (repeatable)")
-    sc = sub.add_parser("scale", help="issue 12: pypi.org's size (600k projects, 6M files) against 1,000 files")
+    sc = sub.add_parser("scale", help="issue 12: pypi.org's size (600k projects, 6M files) vs 1,000 files")
     sc.add_argument("--scale", type=float, default=1.0,
                     help="multiply projects, files and journal rows (e.g. 0.05 for development)")
     sc.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
