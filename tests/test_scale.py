@@ -272,3 +272,68 @@ def test_stream_rows_are_tuples_in_and_out_of_transactions(db):
 
 def test_migration_words_per_dialect():
     assert dbmod._WORDS["postgresql"]["blob"] == "BYTEA" and dbmod._WORDS["sqlite"]["blob"] == "BLOB"
+
+
+# -- fsck and migrate-storage stream ------------------------------------------------
+
+
+def test_referenced_objects_stream_in_path_order_in_pages(db, users, testapp, tmp_path):
+    for name in ("zeta", "alpha", "mid"):
+        upload(testapp, make_wheel(str(tmp_path), name, "1.0"), name=name, version="1.0")
+    from pypi.index import objects
+
+    with db.transaction() as tx:
+        expected = sorted(objects.referenced(tx), key=lambda o: o.path)
+    streamed = list(stream.referenced_objects(db, batch=1))  # one file row per page
+    assert [o.path for o in streamed] == [o.path for o in expected] and len(streamed) == 6
+    assert streamed == expected
+
+
+def test_fsck_is_right_when_a_store_lists_out_of_order(db, users, testapp, tmp_path, app):
+    import io
+
+    from pypi.operations import fsck
+
+    upload(testapp, make_wheel(str(tmp_path), "alpha", "1.0"), name="alpha", version="1.0")
+    upload(testapp, make_wheel(str(tmp_path), "beta", "1.0"), name="beta", version="1.0")
+    store = app.services.storage
+    store.put("packages/00/00/stray.whl", io.BytesIO(b"x"))
+    store.put("packages/ff/ff/stray.whl", io.BytesIO(b"y"))
+    in_order = fsck.check(db, store, min_age=0)
+
+    class Reversed:  # the contract promises no order
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def list(self, prefix=""):
+            return iter(sorted(store.list(prefix), key=lambda i: i.path, reverse=True))
+
+    shuffled = fsck.check(db, Reversed(), min_age=0)
+    for report in (in_order, shuffled):
+        assert (report.referenced, report.stored) == (4, 6)
+        assert [p.path for p in report.of_kind("orphan")] == [
+            "packages/00/00/stray.whl",
+            "packages/ff/ff/stray.whl",
+        ]
+        assert not report.of_kind("missing")
+
+
+def test_migration_reads_a_stream_as_it_copies(tmp_path):
+    import storage as storage_mod
+    from pypi.operations.copy_objects import Migration
+
+    consumed = []
+
+    def objects():
+        for i in range(3):
+            consumed.append(i)
+            yield from ()
+
+    source = storage_mod.from_config(
+        {"backend": "local", "path": str(tmp_path / "a")}, data_dir=str(tmp_path)
+    )
+    target = storage_mod.from_config(
+        {"backend": "local", "path": str(tmp_path / "b")}, data_dir=str(tmp_path)
+    )
+    result = Migration(source, target, dry_run=True).run(objects(), total=0)
+    assert result.total == 0 and consumed == [0, 1, 2]
