@@ -103,6 +103,9 @@ class SharedPages:
         if not local.acquire(blocking=held is None):
             return held  # another thread of this process renders it now
         try:
+            held = self._latest.get(page) or held
+            if held is not None and held.version == version:
+                return held  # another thread of this process rendered it while this one waited
             fresh = self._render(page, version_now, render, wait=held is None)
             if fresh is None:  # another process renders it: serve the page held meanwhile
                 stored = self._stored(page, None, 0.0)

@@ -28,6 +28,7 @@ from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
 from pypi.views import upload, xmlrpc_lists
+from pypi.views.encoding import page_response
 from pypi.views.responses import error, tag
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ def rpc(svc: Services, request: Request) -> Response:
             f"server error; invalid method parameters for {method}: "
             f"serial must be an integer, not {type(params[0]).__name__}",
         )
+    if method in xmlrpc_lists.SHARED:  # the whole index: rendered once for the deployment
+        return _shared_list(svc, request, method)
     with svc.db.transaction() as tx:
         serial = journal.last_serial(tx)
         if writer is not None:  # the long lists: written from a cursor, not built as Python values
@@ -98,6 +101,25 @@ def rpc(svc: Services, request: Request) -> Response:
     tag(response, policy.INDEX, [cache_keys.INDEX_KEY])
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     return response
+
+
+def _shared_list(svc: Services, request: Request, method: str) -> Response:
+    """list_packages(_with_serial): the stored answer, re-written at most once a second
+    (pypi.index.shared_pages), and gzip-encoded for clients that accept it (bandersnatch does)."""
+    with svc.db.reading() as tx:
+        serial = str(journal.last_serial(tx))
+    writer = xmlrpc_lists.WRITERS[method]
+    page = svc.pages.get(
+        f"xmlrpc/{method}",
+        serial,
+        lambda tx: str(journal.last_serial(tx)),
+        writer,
+        max_age=xmlrpc_lists.MAX_AGE,
+    )
+    response = page_response(request, page, "text/xml")
+    response.charset = "utf-8"
+    response.headers["X-PyPI-Last-Serial"] = page.version
+    return tag(response, policy.INDEX, [cache_keys.INDEX_KEY])
 
 
 def _xml(text: str) -> Response:

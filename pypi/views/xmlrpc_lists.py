@@ -78,6 +78,11 @@ def changelog_since_serial(tx: Tx, serial: int, limit: int = 50000) -> bytes:
     return _joined(parts())
 
 
+#: The methods whose answer is the whole index, stored for the deployment (shared_pages) and
+#: re-written at most every MAX_AGE seconds (their serial is in X-PyPI-Last-Serial).
+SHARED = ("list_packages", "list_packages_with_serial")
+MAX_AGE = 1.0
+
 #: method -> writer, for the methods answered from a cursor (the arguments already checked).
 WRITERS = {
     "list_packages": list_packages,
