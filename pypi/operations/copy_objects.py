@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -233,18 +233,20 @@ class Migration:
         self._listed = self._list_target()
         window = self.jobs * 4
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="migrate") as pool:
-            pending: set[Future[_Done]] = set()
+            pending: set[Future[list[_Done]]] = set()
             try:
-                for obj in objs:
-                    pending.add(pool.submit(self._one, obj))
+                for group in _groups(objs):
+                    pending.add(pool.submit(lambda g: [self._one(o) for o in g], group))
                     if len(pending) >= window:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
-                            self._collect(future.result(), result)
+                            for one in future.result():
+                                self._collect(one, result)
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        self._collect(future.result(), result)
+                        for one in future.result():
+                            self._collect(one, result)
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -394,6 +396,25 @@ class _Spool:
 
     def __exit__(self, *exc: object) -> None:
         self._file.close()
+
+
+#: Objects handed to a thread together: up to GROUP_OBJECTS, or fewer that add up to GROUP_BYTES
+#: (one large file is a group of its own). Millions of small checks cost a future each otherwise.
+GROUP_OBJECTS = 32
+GROUP_BYTES = 8 * 1024 * 1024
+
+
+def _groups(objects: Iterable[StoredObject]) -> Iterator[list[StoredObject]]:
+    group: list[StoredObject] = []
+    size = 0
+    for obj in objects:
+        group.append(obj)
+        size += obj.size or 0
+        if len(group) >= GROUP_OBJECTS or size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def _hash(f: BinaryIO) -> tuple[str, int]:
