@@ -381,7 +381,7 @@ def _target(folder: str) -> str:
     return target
 
 
-def _timed_cli(config: str, args: list[str], log, limit: float = 600) -> dict:
+def _timed_cli(config: str, args: list[str], log, limit: float = 300) -> dict:
     cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "pypi.cli", *args, "--config", config]
     started = time.perf_counter()
     try:
