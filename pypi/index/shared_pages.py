@@ -166,9 +166,9 @@ class SharedPages:
                 elif not tx.scalar("SELECT pg_try_advisory_xact_lock(?)", (_lock_id(page),)):
                     return None
             version = version_now(tx)
-            row = tx.one("SELECT version FROM stored_pages WHERE page = ?", (page,))
-            if row is not None and row["version"] == version:
-                return self._stored(page, version, 0.0)  # rendered by another process meanwhile
+            done = stored(tx, page, version)
+            if done is not None:
+                return done  # rendered by another process meanwhile
             fresh = make_page(render(tx), version)
             store(tx, page, fresh)
             return fresh
