@@ -37,6 +37,9 @@ class ServerSettings:
     #: Processes serving the socket (each with ``threads`` threads).
     workers: int = 1
     data_dir: str = "data"
+    #: Seconds after which a crashed upload's leftovers (spooled bodies in
+    #: data_dir/tmp, the store's temporaries) are removed at start and by fsck.
+    temporaries_max_age: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,18 @@ def _int(text: str, *, where: str, low: int = 0, high: int | None = None) -> int
     return value
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, *, where: str) -> float:
+    """``"86400"``, ``"90s"``, ``"30m"``, ``"12h"``, ``"1d"`` -> seconds; ConfigError otherwise."""
+    m = _DURATION.match(text or "")
+    if not m:
+        raise ConfigError(f"{where}: {text!r} is not a duration (seconds, or a number with s, m, h, d)")
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+
+
 def _workers(text: str) -> int:
     """``[server] workers``: a number, or ``auto`` for one per CPU core."""
     if text.strip().lower() == "auto":
@@ -172,6 +187,9 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
         threads=_int(srv.get("threads", "8"), where="[server] threads", low=1, high=1024),
         workers=_workers(srv.get("workers", "1")),
         data_dir=data_dir,
+        temporaries_max_age=parse_duration(
+            srv.get("temporaries_max_age", "1d"), where="[server] temporaries_max_age"
+        ),
     )
 
     url = (web.get("url") or "").strip()

@@ -19,6 +19,7 @@ from storage.base import (
     StorageError,
     StorageMisconfigured,
     StorageUnavailable,
+    Temporary,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StorageError",
     "StorageMisconfigured",
     "StorageUnavailable",
+    "Temporary",
     "backend_class",
     "from_config",
     "known_backends",

@@ -63,6 +63,21 @@ class ObjectInfo:
     content_type: str | None = None
 
 
+@dataclass(frozen=True)
+class Temporary:
+    """A leftover of a write that never finished (its process was killed): a temporary file,
+    an incomplete S3 multipart upload, Swift segments no manifest uses."""
+
+    #: What it is, for people: a path in the store, with the upload id where there is one.
+    name: str
+    #: Bytes it holds, where known.
+    size: int | None
+    #: When the write started (or last wrote), where known.
+    started: datetime.datetime | None
+    #: Whatever the backend needs to remove it (opaque to callers).
+    ref: Any = None
+
+
 def check_path(path: str) -> str:
     """Return ``path`` if it is a safe relative object path; raise InvalidPath otherwise."""
     if not path or path.startswith("/") or "\\" in path or "\x00" in path:
@@ -161,6 +176,22 @@ class Storage(abc.ABC):
 
         Raises StorageMisconfigured or StorageUnavailable with a message naming the setting.
         The default does nothing: a backend with nothing to check need not override it.
+        """
+        return None
+
+    def stale_temporaries(self, older_than: float) -> Iterator[Temporary]:
+        """Leftovers of writes started more than ``older_than`` seconds ago that never finished.
+
+        A write in flight is never listed as long as ``older_than`` exceeds the
+        longest write. The default lists nothing: a backend whose writes leave
+        nothing behind need not override it (nor ``remove_temporary``).
+        """
+        return iter(())
+
+    def remove_temporary(self, temporary: Temporary) -> None:
+        """Remove one leftover from ``stale_temporaries`` (abort the multipart upload, ...).
+
+        Removing one that is already gone is not an error.
         """
         return None
 

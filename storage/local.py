@@ -13,11 +13,13 @@ from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
 from storage.base import (
+    InvalidPath,
     NotFound,
     ObjectInfo,
     Storage,
     StorageMisconfigured,
     StorageUnavailable,
+    Temporary,
     check_path,
 )
 
@@ -195,6 +197,36 @@ class LocalStorage(Storage):
 
     def public_url(self, path: str) -> str | None:
         return self.base_url + check_path(path) if self.base_url else None
+
+    def stale_temporaries(self, older_than: float) -> Iterator[Temporary]:
+        """The ``.tmp-*`` files (``put``'s copies, ``put_file``'s ``.tmp-link-*``) a killed writer left."""
+        cutoff = time.time() - older_than
+        for folder, dirs, files in os.walk(self.root):
+            dirs.sort()
+            for name in sorted(files):
+                if not name.startswith(".tmp-"):
+                    continue
+                full = os.path.join(folder, name)
+                try:
+                    st = os.lstat(full)
+                except FileNotFoundError:
+                    continue
+                if st.st_mtime < cutoff:
+                    yield Temporary(
+                        name=os.path.relpath(full, self.root).replace(os.sep, "/"),
+                        size=st.st_size,
+                        started=datetime.datetime.fromtimestamp(int(st.st_mtime), datetime.timezone.utc),
+                        ref=full,
+                    )
+
+    def remove_temporary(self, temporary: Temporary) -> None:
+        full = os.path.abspath(str(temporary.ref))
+        if not full.startswith(self.root + os.sep) or not os.path.basename(full).startswith(".tmp-"):
+            raise InvalidPath(f"not a temporary file of this store: {temporary.name!r}")
+        try:
+            _unlink(full)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot remove {temporary.name}: {exc.strerror}") from None
 
 
 def _unlink(path: str) -> None:

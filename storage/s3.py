@@ -7,6 +7,7 @@ errors of ``storage.base``; none leaves this module.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import os
 import re
@@ -44,6 +45,7 @@ from storage.base import (
     StorageMisconfigured,
     StorageUnavailable,
     StreamingReader,
+    Temporary,
     check_path,
 )
 
@@ -381,6 +383,36 @@ class S3Storage(Storage):
     def public_url(self, path: str) -> str | None:
         """``public_url`` + the object's key, prefix included, percent-quoted (``+`` too)."""
         return self.base_url + quote(self._key(path)) if self.base_url else None
+
+    def stale_temporaries(self, older_than: float) -> Iterator[Temporary]:
+        """Incomplete multipart uploads under the prefix started more than ``older_than`` s ago
+        (a killed upload leaves its parts stored, and billed, until aborted)."""
+        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=older_than)
+        start = len(self.prefix)
+        with self._translated("list incomplete multipart uploads"):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if initiated is not None and initiated.tzinfo is None:
+                        initiated = initiated.replace(tzinfo=datetime.timezone.utc)
+                    if initiated is None or initiated < cutoff:
+                        key, upload_id = upload["Key"], upload["UploadId"]
+                        yield Temporary(
+                            name=f"{key[start:]} (multipart upload {upload_id})",
+                            size=None,
+                            started=initiated,
+                            ref=(key, upload_id),
+                        )
+
+    def remove_temporary(self, temporary: Temporary) -> None:
+        key, upload_id = temporary.ref
+        with self._translated("abort multipart upload", key[len(self.prefix) :]):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                    raise
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -43,6 +43,7 @@ from storage.base import (
     StorageMisconfigured,
     StorageUnavailable,
     StreamingReader,
+    Temporary,
     check_path,
 )
 
@@ -563,6 +564,56 @@ class SwiftStorage(Storage):
             last_modified=modified,
             content_type=str(item["content_type"]) if item.get("content_type") else None,
         )
+
+    def stale_temporaries(self, older_than: float) -> Iterator[Temporary]:
+        """Segment groups (``<prefix><path>/<upload id>/``) no manifest uses, whose newest segment
+        is older than ``older_than`` s: the segments of a killed large-object upload."""
+        cutoff = datetime.datetime.now(_UTC) - datetime.timedelta(seconds=older_than)
+        conn = self._conn()
+        groups: dict[str, list[Mapping[str, object]]] = {}
+        marker = ""
+        while True:
+            with self._errors("listing segments"):
+                try:
+                    _, items = conn.get_container(
+                        self.segment_container, prefix=self.prefix, marker=marker, limit=self._page_size
+                    )
+                except ClientException as exc:
+                    if exc.http_status == 404:  # no segment container: no large object ever started
+                        return
+                    raise
+            if not items:
+                break
+            for item in items:
+                group, slash, _ = str(item.get("name") or "").rpartition("/")
+                if slash and "/" in group:
+                    groups.setdefault(group, []).append(item)
+            marker = str(items[-1].get("name") or "")
+        for group, items in sorted(groups.items()):
+            newest = max(self._listed(item).last_modified or cutoff for item in items)
+            if newest >= cutoff:
+                continue
+            name, _, upload_id = group.rpartition("/")
+            with self._errors("reading the manifest", name[len(self.prefix) :]):
+                used = self._segments_of(name)
+            if any(s.startswith(f"/{self.segment_container}/{group}/") for s in used):
+                continue
+            yield Temporary(
+                name=f"{name[len(self.prefix) :]} (large-object segments {upload_id})",
+                size=sum(int(str(item.get("bytes") or 0)) for item in items),
+                started=newest,
+                ref=[str(item["name"]) for item in items],
+            )
+
+    def remove_temporary(self, temporary: Temporary) -> None:
+        conn = self._conn()
+        for segment in temporary.ref:
+            with self._errors("deleting segment", segment):
+                try:
+                    conn.delete_object(self.segment_container, segment)
+                except ClientException as exc:
+                    if exc.http_status != 404:
+                        raise
 
     def public_url(self, path: str) -> str | None:
         """``public_url`` + the object's name in the container (prefix included), URL-quoted."""

@@ -49,6 +49,7 @@ def db_url(request, tmp_path):
     db = Database(url)
     with db.transaction(write=True) as tx:
         tx.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        tx.execute("UPDATE serials SET value = 0")
     db.close()
     return url
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import webtest
 
-import storage
 from pypi.app import make_app
 from pypi.cli import main
-from pypi.operations import removal
+from pypi.index.db import Database, DatabaseError
+from pypi.operations import fsck, removal
 from storage.s3 import S3Storage
 from tests.backends import FailingDeletes, s3_moto_section
 from tests.conftest import make_config
@@ -122,7 +123,7 @@ def test_delete_file_removes_row_and_objects_and_the_name_stays_taken(testapp, a
     assert not store.exists(wheel["path"]) and not store.exists(wheel["path"] + ".metadata")
     assert wheel["filename"] not in [r["filename"] for r in file_rows(db)]
     assert wheel["filename"] not in testapp.get("/simple/gone-pkg/").text
-    testapp.get("/packages/" + wheel["path"][len("packages/"):], status=404)
+    testapp.get("/packages/" + wheel["path"][len("packages/") :], status=404)
     assert journal_actions(db)[-1] == ("Gone.Pkg", "2.0", f"remove file {wheel['filename']}")
     assert purge_keys(db)[-2:] == ["project/gone-pkg", "recent"]
     # The release stays (now empty); the filename can never be used again.
@@ -188,8 +189,12 @@ def test_remove_file_checks_it_belongs_to_the_project(db, published, ini, capsys
     before = counts(db)
     assert main(["remove", "other", "--file", "gone_pkg-2.0-py3-none-any.whl", "--yes", "--config", ini]) == 1
     assert "is not a file of project 'other'" in capsys.readouterr().err
-    assert main(["remove", "gone-pkg", "1.0", "--file", "gone_pkg-2.0-py3-none-any.whl", "--yes",
-                 "--config", ini]) == 1
+    assert (
+        main(
+            ["remove", "gone-pkg", "1.0", "--file", "gone_pkg-2.0-py3-none-any.whl", "--yes", "--config", ini]
+        )
+        == 1
+    )
     assert "is not a file of version 1.0" in capsys.readouterr().err
     assert counts(db) == before
     wheel = "gone_pkg-2.0-py3-none-any.whl"
@@ -197,50 +202,71 @@ def test_remove_file_checks_it_belongs_to_the_project(db, published, ini, capsys
     assert counts(db)["files"] == before["files"] - 1
 
 
-def test_a_delete_the_storage_refuses_leaves_the_row(testapp, app, db, published):
+class CommitFails(Database):
+    """A real database whose write transactions run their statements, then fail to commit."""
+
+    @contextmanager
+    def transaction(self, *, write=False):
+        with super().transaction(write=write) as tx:
+            yield tx
+            if write:
+                raise DatabaseError("commit failed: connection lost (test)")
+
+
+def test_a_delete_whose_commit_fails_keeps_row_and_objects(testapp, app, db, published):
+    """Objects go only after the commit: a failed commit leaves the file whole and served."""
+    store = app.services.storage
+    before = counts(db)
+    wheel = next(r for r in file_rows(db) if r["filename"] == "gone_pkg-2.0-py3-none-any.whl")
+    broken = CommitFails(db.url)
+    try:
+        for remove in (
+            lambda: removal.delete_file(broken, store, wheel["filename"]),
+            lambda: removal.delete_release(broken, store, "gone-pkg", "2.0"),
+            lambda: removal.delete_project(broken, store, "gone-pkg"),
+        ):
+            with pytest.raises(DatabaseError):
+                remove()
+            assert counts(db) == before
+            assert store.exists(wheel["path"]) and store.exists(wheel["path"] + ".metadata")
+    finally:
+        broken.close()
+    assert (
+        testapp.get(f"/packages/{wheel['path'][len('packages/') :]}").body
+        == open(published[("Gone.Pkg", "2.0")], "rb").read()
+    )
+
+
+def test_a_delete_the_storage_refuses_leaves_an_orphan_for_fsck(testapp, app, db, published, ini, capsys):
+    """The row goes (committed first); the object the store refused is an orphan fsck --repair removes."""
     store = FailingDeletes(app.services.storage)
     before = counts(db)
     wheel = next(r for r in file_rows(db) if r["filename"] == "gone_pkg-2.0-py3-none-any.whl")
 
-    with pytest.raises(removal.StorageDeleteFailed) as failed:
-        removal.delete_file(db, store, wheel["filename"])
-    assert wheel["filename"] in str(failed.value) and "run the command again" in str(failed.value)
-    assert counts(db) == before  # row, journal entry and purges all rolled back
-    assert store.inner.exists(wheel["path"])
-    assert wheel["filename"] in testapp.get("/simple/gone-pkg/").text
+    removed = removal.delete_file(db, store, wheel["filename"])
+    assert removed.files == [wheel["filename"]]
+    assert [x.split(":")[0] for x in removed.leftovers] == [wheel["path"] + ".metadata", wheel["path"]]
+    assert counts(db)["files"] == before["files"] - 1
+    assert store.inner.exists(wheel["path"])  # an orphan, never a row without its object
+    assert wheel["filename"] not in testapp.get("/simple/gone-pkg/").text
 
-    with pytest.raises(removal.StorageDeleteFailed):
-        removal.delete_project(db, store, "gone-pkg")
-    assert counts(db) == before
-
-    store.failing = False  # the store is back: the same call now succeeds
-    removal.delete_project(db, store, "gone-pkg")
-    assert counts(db)["projects"] == 1
+    report = fsck.check(db, store.inner, repair=True, min_age=0)
+    assert {p.path for p in report.of_kind(fsck.ORPHAN)} == {wheel["path"], wheel["path"] + ".metadata"}
+    assert set(report.removed) == {wheel["path"], wheel["path"] + ".metadata"} and report.clean
     assert not store.inner.exists(wheel["path"])
 
 
-def test_a_partly_failed_release_delete_keeps_what_was_not_deleted(app, db, published):
-    class FailSecond(FailingDeletes):
-        def delete(self, path):
-            if self.attempts and path.endswith(".tar.gz"):
-                raise storage.StorageUnavailable("down (test)")
-            self.attempts.append(path)
-            return self.inner.delete(path)
-
-    store = FailSecond(app.services.storage)
-    with pytest.raises(removal.StorageDeleteFailed) as failed:
-        removal.delete_release(db, store, "gone-pkg", "1.0")
-    assert failed.value.filename == "gone_pkg-1.0.tar.gz"
-    rows = {r["filename"]: r for r in file_rows(db)}
-    # The wheel went (row and objects); the sdist and the release stay, consistent.
-    assert "gone_pkg-1.0-py3-none-any.whl" not in rows
-    assert app.services.storage.exists(rows["gone_pkg-1.0.tar.gz"]["path"])
-    with db.transaction() as tx:
-        assert tx.scalar("SELECT COUNT(*) FROM releases WHERE version = '1.0'") == 2  # Gone.Pkg's and Other's
+def test_remove_reports_objects_left_behind(app, db, published, ini, capsys, monkeypatch):
+    failing = FailingDeletes(app.services.storage)
+    monkeypatch.setattr("pypi.commands.manage.open_storage", lambda config: failing)
+    assert main(["remove", "other", "--yes", "--config", ini]) == 1
+    err = capsys.readouterr().err
+    assert "could not be deleted" in err and "fsck --repair" in err and "other-1.0" in err
+    assert counts(db)["projects"] == 1  # the project is gone from the index all the same
 
 
-def test_a_delete_while_moto_is_stopped_leaves_the_row(tmp_path, db, users):
-    """S3 on a moto server that is then stopped: the delete fails and nothing changes."""
+def test_a_delete_while_moto_is_stopped_leaves_orphans_not_missing_objects(tmp_path, db, users):
+    """S3 on a moto server that is then stopped: the rows go, the objects stay as orphans."""
     moto = MotoServer().start()
     try:
         moto.client().create_bucket(Bucket="doomed-bucket")
@@ -254,14 +280,12 @@ def test_a_delete_while_moto_is_stopped_leaves_the_row(tmp_path, db, users):
         assert isinstance(store, S3Storage)
         [row] = file_rows(db, "s3gone")
         assert store.exists(row["path"])
-        before = counts(db)
         moto.stop()
 
-        with pytest.raises(removal.StorageDeleteFailed) as failed:
-            removal.delete_project(db, store, "s3gone")
-        assert "cannot delete" in str(failed.value) and moto.endpoint_url in str(failed.value)
-        assert counts(db) == before
-        assert [r["filename"] for r in file_rows(db, "s3gone")] == [row["filename"]]
+        removed = removal.delete_project(db, store, "s3gone")
+        assert removed.files == [row["filename"]]
+        assert len(removed.leftovers) == 2 and moto.endpoint_url in removed.leftovers[0]
+        assert file_rows(db, "s3gone") == []
         store.close()
     finally:
         moto.close()

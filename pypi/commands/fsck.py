@@ -7,6 +7,7 @@ import argparse
 import storage
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
 from pypi.operations import fsck as fsck_mod
+from pypi.operations import leftovers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Report objects the database references that storage lacks (a file, or a "
         "wheel's .metadata), objects under packages/ that no file references (orphans), and "
         "size mismatches; with --verify-hashes also read every object and compare its SHA-256. "
-        "Exits 1 when anything is wrong. --repair removes orphans, and only orphans.",
+        "Also reports what killed uploads left behind (spooled bodies in data_dir/tmp, the "
+        "store's temporary files, S3 incomplete multipart uploads, Swift leftover segments) older "
+        "than --temporaries-age. Exits 1 when anything is wrong. --repair removes orphans and "
+        "those leftovers, and nothing else.",
     )
     add_config_option(p)
     p.add_argument("--verify-hashes", action="store_true", help="read every object and check its SHA-256")
@@ -28,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="with --repair, keep orphans stored less than this long ago: an upload may be "
         "about to commit them (default 3600)",
+    )
+    p.add_argument(
+        "--temporaries-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="report (and with --repair remove) crashed uploads' leftovers older than this "
+        "(default: [server] temporaries_max_age, 1 day)",
     )
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="objects hashed at once (default 4)")
     p.set_defaults(func=fsck)
@@ -45,6 +57,12 @@ def fsck(args: argparse.Namespace) -> int:
             repair=args.repair,
             min_age=args.min_age,
             jobs=max(1, args.jobs),
+            temporaries_age=(
+                args.temporaries_age
+                if args.temporaries_age is not None
+                else config.server.temporaries_max_age
+            ),
+            spool_dir=leftovers.spool_dir(config.data_dir),
         )
     except storage.StorageError as exc:
         return fail(f"fsck: cannot list the {config.storage.backend} storage: {exc}")

@@ -105,11 +105,18 @@ def remove(args: argparse.Namespace) -> int:
             result = removal.delete_release(db, store, args.project, args.version)
         else:
             result = removal.delete_project(db, store, args.project)
-    except removal.RemovalError as exc:  # NotFoundError, or StorageDeleteFailed: the row was kept
+    except removal.RemovalError as exc:  # NotFoundError: nothing changed
         return fail(str(exc))
     finally:
         store.close()
     for filename in result.files:
         print(f"removed file {filename}")
     print(f"removed {what} (serial {result.serial})")
+    if result.leftovers:
+        for leftover in result.leftovers:
+            print(f"warning: could not delete {leftover}", file=sys.stderr)
+        return fail(
+            f"{len(result.leftovers)} stored object(s) could not be deleted; they are out of the index "
+            "(orphans): run `cloudpypi fsck --repair` once the storage is back"
+        )
     return 0

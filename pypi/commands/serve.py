@@ -12,6 +12,7 @@ from pypi.commands.common import add_config_option, load_config, open_database, 
 from pypi.commands.purge import open_worker
 from pypi.config import Config, ConfigError
 from pypi.index.db import Database
+from pypi.operations import leftovers
 from pypi.operations.purge_worker import PurgeWorker
 from pypi.server import prefork
 from pypi.server.memory import tune_malloc
@@ -32,9 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_app(config: Config, *, after_commit: Callable[[], None] | None = None):
-    """Everything ``serve`` runs, ready: schema migrated, storage checked."""
+    """Everything ``serve`` runs, ready: schema migrated, storage checked, crashed uploads'
+    leftovers being cleaned (on a background thread)."""
     db = open_database(config)
     store = open_storage(config)
+    leftovers.clean_in_background(
+        store, leftovers.spool_dir(config.data_dir), config.server.temporaries_max_age
+    )
     return make_app(config, store=store, db=db, after_commit=after_commit)
 
 

@@ -7,7 +7,7 @@ import getpass
 import sys
 
 from pypi.commands.common import add_config_option, fail, load_config, open_database
-from pypi.index import auth, cache_keys, journal, outbox, packages
+from pypi.index import auth, changes, packages
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,10 +66,9 @@ def addrole(args: argparse.Namespace) -> int:
             new = project is None
             if new:
                 project = packages.create_project(tx, args.project)
-                journal.record(tx, project["name"], None, "create", None)
+                changes.record(tx, project["name"], None, "create", None, new_project=True)
             auth.grant(tx, project["id"], user, args.role)
-            journal.record(tx, project["name"], None, f"add {args.role.title()} {user.username}", None)
-            outbox.enqueue(tx, cache_keys.change_purges(project["normalized_name"], new_project=new))
+            changes.record(tx, project["name"], None, f"add {args.role.title()} {user.username}", None)
     except auth.AuthError as exc:
         return fail(str(exc))
     print(f"{user.username} is now {args.role} of {project['name']}")

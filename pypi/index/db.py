@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -56,6 +56,16 @@ class Tx:
         self.conn = conn
         self.dialect = dialect
         self._errors = _error_types(dialect)
+        self._before_commit: list[Callable[[Tx], None]] = []
+
+    def before_commit(self, hook: Callable[[Tx], None]) -> None:
+        """Run ``hook(tx)`` once, as the last statements before COMMIT (once however often added)."""
+        if hook not in self._before_commit:
+            self._before_commit.append(hook)
+
+    def _prepare_commit(self) -> None:
+        while self._before_commit:
+            self._before_commit.pop(0)(self)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.dialect == "postgresql":
@@ -148,7 +158,9 @@ class Database:
             conn = self._sqlite_conn()
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                yield Tx(conn, "sqlite")
+                tx = Tx(conn, "sqlite")
+                yield tx
+                tx._prepare_commit()
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -166,7 +178,9 @@ class Database:
         broken = False
         try:
             try:
-                yield Tx(conn, "postgresql")
+                tx = Tx(conn, "postgresql")
+                yield tx
+                tx._prepare_commit()
             except BaseException:
                 try:
                     conn.rollback()

@@ -7,12 +7,17 @@ Four kinds of problem are found:
   upload whose commit failed, or a delete interrupted between its steps);
 - ``size``: a stored object whose size differs from the database's;
 - ``sha256`` (only when asked to read every object): content whose SHA-256
-  differs from the database's.
+  differs from the database's;
+- ``temporary`` (when ``temporaries_age`` is given): what a killed upload left
+  behind, older than that age (see pypi.operations.leftovers): a spooled body
+  in data_dir/tmp, a local ``.tmp-*`` file, an S3 incomplete multipart upload,
+  Swift segments no manifest uses.
 
-Repair removes orphans only; it never touches an object a row references.
-The store is listed before the database is read, and each candidate is
-checked again before it is reported, so an upload that commits while fsck
-runs is not mistaken for a problem; an orphan younger than ``min_age`` is
+Repair removes orphans and such temporaries only; it never touches an object a row references.
+The store's listing and the file rows (read in pages) are walked together in
+path order, so memory stays flat at any size; each candidate is checked again
+before it is reported, so an upload that commits while fsck runs is not
+mistaken for a problem; an orphan younger than ``min_age`` is
 reported but kept, since an upload may be about to commit its row.
 """
 
@@ -28,6 +33,7 @@ from pypi.index import packages
 from pypi.index.db import Database
 from pypi.index.objects import METADATA_SUFFIX, PACKAGES_PREFIX, StoredObject, file_path_of
 from pypi.index.stream import referenced_objects
+from pypi.operations import leftovers
 from pypi.operations.copy_objects import sha256_of
 
 MISSING = "missing"
@@ -35,6 +41,9 @@ ORPHAN = "orphan"
 SIZE = "size"
 SHA256 = "sha256"
 ERROR = "error"
+TEMPORARY = "temporary"
+#: Problems repair removes.
+_REMOVABLE = (ORPHAN, TEMPORARY)
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class FsckReport:
     def unresolved(self) -> list[Problem]:
         """Problems still there after repair (every problem when not repairing)."""
         gone = set(self.removed)
-        return [p for p in self.problems if not (p.kind == ORPHAN and p.path in gone)]
+        return [p for p in self.problems if not (p.kind in _REMOVABLE and p.path in gone)]
 
     @property
     def clean(self) -> bool:
@@ -80,9 +89,18 @@ class FsckReport:
                 (SIZE, "size mismatches"),
                 (SHA256, "sha256 mismatches"),
                 (ERROR, "unreadable"),
+                (TEMPORARY, "stale temporaries"),
             )
         )
-        removed = f"; {len(self.removed)} orphans removed" if self.removed else ""
+        gone = set(self.removed)
+        removed = "".join(
+            f"; {n} {label} removed"
+            for n, label in (
+                (sum(p.path in gone for p in self.of_kind(ORPHAN)), "orphans"),
+                (sum(p.path in gone for p in self.of_kind(TEMPORARY)), "stale temporaries"),
+            )
+            if n
+        )
         state = "clean" if self.clean else f"{len(self.unresolved)} problems"
         return (
             f"fsck: {self.referenced} referenced objects, {self.stored} stored objects: "
@@ -99,9 +117,13 @@ def check(
     min_age: float = 3600.0,
     jobs: int = 4,
     now: Callable[[], datetime.datetime] | None = None,
+    temporaries_age: float | None = None,
+    spool_dir: str | None = None,
 ) -> FsckReport:
     """Check the store against the database; with ``repair``, remove orphans older than ``min_age`` s.
 
+    With ``temporaries_age``, crashed uploads' leftovers older than that (in the
+    store, and in ``spool_dir``) are reported too, and removed by ``repair``.
     Raises storage.StorageError if the store cannot be listed.
     """
     now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
@@ -129,6 +151,19 @@ def check(
                     report.removed.append(info.path)
                     detail += "; removed"
         report.problems.append(Problem(ORPHAN, info.path, detail))
+
+    if temporaries_age is not None:
+        for leftover in leftovers.find(store, spool_dir, temporaries_age):
+            detail = f"left by an upload that never finished ({leftover})"
+            if repair:
+                try:
+                    leftovers.remove(store, leftover)
+                except (OSError, storage.StorageError) as exc:
+                    detail += f"; could not remove it: {exc}"
+                else:
+                    report.removed.append(leftover.name)
+                    detail += "; removed"
+            report.problems.append(Problem(TEMPORARY, leftover.name, detail))
     return report
 
 

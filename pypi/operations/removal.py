@@ -1,26 +1,31 @@
 """Yanking releases, and deleting files, releases and projects.
 
-Every change writes its journal entry (which moves the project's serial, so
-cached pages re-render) and queues its CDN purges in the same transaction.
+Every change records its journal entry and CDN purges through
+``pypi.index.changes.record`` in the same transaction (which moves the
+project's serial, so cached pages re-render).
 
 A delete removes one file at a time, in one write transaction each: delete
-the row, then the stored objects (the ``.metadata``, then the file), then
-commit. If the storage refuses a delete, the transaction rolls back and the
-row stays, so no row ever points to a missing object; the command can simply
-be repeated, since deleting an object that is already gone is not an error.
-A release or project row goes last, once its files are gone. A deleted
-file's name stays in ``file_registry``: it can never be uploaded again.
+the row, commit, and only then delete the stored objects (the ``.metadata``,
+then the file). So no row ever points to a missing object, whatever fails: if
+the commit fails, the objects are untouched; if the storage then refuses a
+delete, the object is left as an orphan (listed in ``Removed.leftovers``),
+which ``cloudpypi fsck --repair`` removes. A release or project row goes last,
+once its files are gone. A deleted file's name stays in ``file_registry``: it
+can never be uploaded again.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import storage
-from pypi.index import cache_keys, journal, outbox, packages
+from pypi.index import changes, packages
 from pypi.index.db import Database, Tx
 from pypi.index.objects import METADATA_SUFFIX
+
+log = logging.getLogger(__name__)
 
 
 class RemovalError(Exception):
@@ -32,7 +37,7 @@ class NotFoundError(RemovalError):
 
 
 class StorageDeleteFailed(RemovalError):
-    """The storage refused to delete an object: the file's row was kept."""
+    """The storage refused to delete an object (kept for callers; deletes now leave orphans instead)."""
 
     def __init__(self, message: str, *, filename: str, path: str) -> None:
         super().__init__(message)
@@ -46,6 +51,8 @@ class Removed:
 
     serial: int
     files: list[str] = field(default_factory=list)
+    #: "path: error" for each object the storage refused to delete after the commit (orphans for fsck).
+    leftovers: list[str] = field(default_factory=list)
 
 
 _FILE_ROW = (
@@ -63,9 +70,8 @@ def yank(db: Database, project: str, version: str, reason: str = "", *, by: str 
     with db.transaction(write=True) as tx:
         proj, release = _release(tx, project, version)
         tx.execute("UPDATE releases SET yanked = 1, yanked_reason = ? WHERE id = ?", (reason, release["id"]))
-        serial = journal.record(tx, proj["name"], release["version"], "yank release", by)
-        outbox.enqueue(tx, cache_keys.change_purges(proj["normalized_name"]))
-        return serial
+        change = changes.record(tx, proj["name"], release["version"], "yank release", by)
+    return change.serial
 
 
 def unyank(db: Database, project: str, version: str, *, by: str | None = None) -> int:
@@ -73,9 +79,8 @@ def unyank(db: Database, project: str, version: str, *, by: str | None = None) -
     with db.transaction(write=True) as tx:
         proj, release = _release(tx, project, version)
         tx.execute("UPDATE releases SET yanked = 0, yanked_reason = '' WHERE id = ?", (release["id"],))
-        serial = journal.record(tx, proj["name"], release["version"], "unyank release", by)
-        outbox.enqueue(tx, cache_keys.change_purges(proj["normalized_name"]))
-        return serial
+        change = changes.record(tx, proj["name"], release["version"], "unyank release", by)
+    return change.serial
 
 
 def delete_file(
@@ -90,7 +95,7 @@ def delete_file(
     """Delete one file (row and objects); its release stays, even if now empty.
 
     ``project``/``version``, when given, must be the file's. Raises
-    NotFoundError, or StorageDeleteFailed with the row kept.
+    NotFoundError; objects the storage refuses to delete are in ``leftovers``.
     """
     with db.transaction(write=True) as tx:
         row = tx.one(_FILE_ROW + "WHERE f.filename = ?", (filename,))
@@ -104,54 +109,50 @@ def delete_file(
             packages.canonical_version(version) != packages.canonical_version(row["version"])
         ):
             raise NotFoundError(f"{filename} is not a file of version {version} (it is of {row['version']})")
-        serial = _remove_file(tx, store, row, by)
-    return Removed(serial, [filename])
+        change, paths = _remove_file(tx, row, by)
+    return Removed(change.serial, [filename], _delete_objects(store, paths))
 
 
 def delete_release(
     db: Database, store: storage.Storage, project: str, version: str, *, by: str | None = None
 ) -> Removed:
-    """Delete a release: each of its files, then the release row. Raises NotFoundError or StorageDeleteFailed.
-
-    If a file's storage delete fails, the files already removed stay removed and
-    the rest (and the release) stay in place; repeating the call finishes the job.
-    """
+    """Delete a release: each of its files, then the release row. Raises NotFoundError."""
     with db.transaction() as tx:
         _, release = _release(tx, project, version)
         names = [f["filename"] for f in packages.release_files(tx, release["id"])]
-    removed = _remove_files(db, store, names, by)
+    removed, leftovers = _remove_files(db, store, names, by)
+    paths: list[str] = []
     with db.transaction(write=True) as tx:
         proj, release = _release(tx, project, version)
         # Files uploaded since the listing above go in this transaction.
         for row in tx.all(_FILE_ROW + "WHERE f.release_id = ?", (release["id"],)):
-            _remove_file(tx, store, row, by)
+            paths += _remove_file(tx, row, by)[1]
             removed.append(row["filename"])
         tx.execute("DELETE FROM releases WHERE id = ?", (release["id"],))
-        serial = journal.record(tx, proj["name"], release["version"], "remove release", by)
-        outbox.enqueue(tx, cache_keys.change_purges(proj["normalized_name"]))
-    return Removed(serial, removed)
+        change = changes.record(tx, proj["name"], release["version"], "remove release", by)
+    return Removed(change.serial, removed, leftovers + _delete_objects(store, paths))
 
 
 def delete_project(db: Database, store: storage.Storage, project: str, *, by: str | None = None) -> Removed:
     """Delete a project: every file, then its releases, roles and the project row.
 
-    /simple/ is purged too. Raises NotFoundError or StorageDeleteFailed (see delete_release).
+    /simple/ is purged too. Raises NotFoundError.
     """
     with db.transaction() as tx:
         proj = _project(tx, project)
         names = [f["filename"] for f in packages.project_files(tx, proj["id"])]
-    removed = _remove_files(db, store, names, by)
+    removed, leftovers = _remove_files(db, store, names, by)
+    paths: list[str] = []
     with db.transaction(write=True) as tx:
         proj = _project(tx, project)
         for row in tx.all(_FILE_ROW + "WHERE r.project_id = ?", (proj["id"],)):
-            _remove_file(tx, store, row, by)
+            paths += _remove_file(tx, row, by)[1]
             removed.append(row["filename"])
         tx.execute("DELETE FROM releases WHERE project_id = ?", (proj["id"],))
         tx.execute("DELETE FROM roles WHERE project_id = ?", (proj["id"],))
-        serial = journal.record(tx, proj["name"], None, "remove project", by)
+        change = changes.record(tx, proj["name"], None, "remove project", by, new_project=True)
         tx.execute("DELETE FROM projects WHERE id = ?", (proj["id"],))
-        outbox.enqueue(tx, cache_keys.change_purges(proj["normalized_name"], new_project=True))
-    return Removed(serial, removed)
+    return Removed(change.serial, removed, leftovers + _delete_objects(store, paths))
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -172,38 +173,41 @@ def _release(tx: Tx, project: str, version: str) -> tuple[Any, Any]:
     return proj, release
 
 
-def _remove_files(db: Database, store: storage.Storage, filenames: list[str], by: str | None) -> list[str]:
-    """Remove each file in its own transaction; the names of those removed."""
-    removed = []
+def _remove_files(
+    db: Database, store: storage.Storage, filenames: list[str], by: str | None
+) -> tuple[list[str], list[str]]:
+    """Remove each file in its own transaction, objects after its commit; (names removed, leftovers)."""
+    removed: list[str] = []
+    leftovers: list[str] = []
     for filename in filenames:
         with db.transaction(write=True) as tx:
             row = tx.one(_FILE_ROW + "WHERE f.filename = ?", (filename,))
             if row is None:  # removed meanwhile
                 continue
-            _remove_file(tx, store, row, by)
+            _, paths = _remove_file(tx, row, by)
         removed.append(filename)
-    return removed
+        leftovers += _delete_objects(store, paths)
+    return removed, leftovers
 
 
-def _remove_file(tx: Tx, store: storage.Storage, row: Any, by: str | None) -> int:
-    """Inside ``tx``: delete the row, journal it, queue purges, then delete the objects.
-
-    The objects go last, so that a storage failure (raised as StorageDeleteFailed)
-    rolls the whole transaction back and the row stays.
-    """
+def _remove_file(tx: Tx, row: Any, by: str | None) -> tuple[changes.Change, list[str]]:
+    """Inside ``tx``: delete the row and record the change; the object paths to delete after commit."""
     tx.execute("DELETE FROM files WHERE id = ?", (row["id"],))
-    serial = journal.record(tx, row["name"], row["version"], f"remove file {row['filename']}", by)
-    outbox.enqueue(tx, cache_keys.change_purges(row["normalized_name"]))
+    change = changes.record(tx, row["name"], row["version"], f"remove file {row['filename']}", by)
     paths = [row["path"] + METADATA_SUFFIX] if row["metadata_sha256"] else []
     paths.append(row["path"])
+    return change, paths
+
+
+def _delete_objects(store: storage.Storage, paths: list[str]) -> list[str]:
+    """Delete objects whose rows are committed gone; "path: error" for each the storage refused."""
+    leftovers = []
     for path in paths:
         try:
             store.delete(path)
         except storage.StorageError as exc:
-            raise StorageDeleteFailed(
-                f"could not delete {path} ({row['filename']}) from storage: {exc}; "
-                f"the file is still in the index, run the command again once the storage is back",
-                filename=row["filename"],
-                path=path,
-            ) from exc
-    return serial
+            log.warning(
+                "could not delete %s from storage (an orphan now; fsck --repair removes it): %s", path, exc
+            )
+            leftovers.append(f"{path}: {exc}")
+    return leftovers

@@ -1,8 +1,10 @@
 """The upload pipeline: validate -> (spooled and hashed by pypi.upload.spool) -> store -> commit.
 
 Ordering makes it safe: the file is stored first, then the database row is
-committed; if the commit fails, the stored objects are removed (unless a row
-already references them). A file row never points to a missing object.
+committed; if the commit fails, the stored objects are removed only once a
+fresh transaction shows that no row references them (a lost COMMIT
+acknowledgement looks like a failure); when the database cannot tell, they
+stay. A file row never points to a missing object.
 Errors are UploadError with the HTTP status and pypi.org's message; this
 module knows nothing else of HTTP.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 import storage
-from pypi.index import auth, cache_keys, journal, outbox, packages
+from pypi.index import auth, changes, journal, packages
 from pypi.index.auth import User
 from pypi.index.db import Database, DatabaseError, IntegrityError, Tx, utcnow
 from pypi.index.objects import CONTENT_TYPES
@@ -194,20 +196,40 @@ class Uploader:
         stored = self._store(path, spooled, metadata_bytes, meta)
         try:
             with self.db.transaction(write=True) as tx:
-                serial = self._commit(tx, user, form, meta, spooled, path, metadata_bytes, via)
+                change = self._commit(tx, user, form, meta, spooled, path, metadata_bytes, via)
         except BaseException as exc:
-            self._unstore(stored, path)
+            # Whether the row committed is known only by asking the database afresh (a lost
+            # COMMIT acknowledgement looks like a failed commit): the objects go only once
+            # a fresh transaction shows that no row references them.
+            referenced = self._unstore(stored, path)
+            if referenced and isinstance(exc, Exception) and not isinstance(exc, UploadError):
+                # Committed after all, by this upload or an identical concurrent one.
+                log.warning("upload of %s committed although the commit reported: %s", path, exc)
+                with self._read() as tx:
+                    return UploadResult(spooled.filename, path, True, journal.last_serial(tx))
             if isinstance(exc, IntegrityError):
-                # A concurrent upload took the filename (or the sdist slot) first.
+                # A concurrent upload took the filename first (check_existing_file then says so),
+                # or another constraint refused the change: never a false "File already exists".
                 with self._read() as tx:
                     if check_existing_file(tx, spooled):
                         return UploadResult(spooled.filename, path, False, journal.last_serial(tx))
-                raise UploadError(400, f"File already exists. {FILE_REUSE}") from None
+                log.error("upload of %s refused by a database constraint: %s", path, exc)
+                raise UploadError(
+                    503,
+                    "The upload conflicted with a concurrent change to this project, nothing was "
+                    "saved; retry the upload.",
+                ) from None
             if isinstance(exc, DatabaseError):
+                if referenced is None:
+                    raise UploadError(
+                        503,
+                        f"Database unavailable; whether the upload was saved is unknown, retrying the "
+                        f"same file is safe: {exc}",
+                    ) from None
                 raise UploadError(503, f"Database unavailable, nothing was stored: {exc}") from None
             raise
         self._committed()
-        return UploadResult(spooled.filename, path, True, serial)
+        return UploadResult(spooled.filename, path, True, int(change.serial or 0))
 
     def register(self, user: User, form: Form) -> int:
         """:action=submit: create the project and release, or update the release's metadata."""
@@ -221,16 +243,15 @@ class Uploader:
                 else:
                     packages.create_release(tx, project["id"], str(meta.version), meta.fields)
                     action = "new release"
-                serial = journal.record(tx, project["name"], str(meta.version), action, user.username)
-                outbox.enqueue(
-                    tx, cache_keys.change_purges(project["normalized_name"], new_project=new_project)
+                change = changes.record(
+                    tx, project["name"], str(meta.version), action, user.username, new_project=new_project
                 )
         except IntegrityError:
             raise UploadError(409, "A concurrent change to this project won; try again.") from None
         except DatabaseError as exc:
             raise UploadError(503, f"Database unavailable: {exc}") from None
         self._committed()
-        return serial
+        return int(change.serial or 0)
 
     # -- steps -----------------------------------------------------------
     def _committed(self) -> None:
@@ -276,19 +297,27 @@ class Uploader:
             ) from None
         return stored
 
-    def _unstore(self, stored: Iterable[str], path: str) -> None:
-        """Remove objects stored for an upload that did not commit, unless a row uses them."""
+    def _unstore(self, stored: Iterable[str], path: str) -> bool | None:
+        """Remove objects stored for an upload that may not have committed, unless a row uses them.
+
+        Asks the database in a fresh transaction: True if a row references
+        ``path`` (the objects stay), False if none does (they are removed), None
+        if the database cannot tell (they stay: an orphan at worst, which
+        ``fsck --repair`` removes, never a row without its object).
+        """
         try:
             with self.db.transaction() as tx:
                 if packages.file_by_path(tx, path) is not None:
-                    return
-        except DatabaseError:
-            pass  # cannot tell: removing is right, the row did not commit
+                    return True
+        except DatabaseError as exc:
+            log.warning("cannot tell whether %s committed, keeping its objects: %s", path, exc)
+            return None
         for p in stored:
             try:
                 self.store.delete(p)
             except storage.StorageError as exc:  # fsck reports what is left behind
                 log.warning("could not remove unreferenced %s: %s", p, exc)
+        return False
 
     def _project_and_release(self, tx: Tx, user: User, meta: ReleaseMetadata):
         project = check_permission(tx, user, meta.name)
@@ -296,8 +325,8 @@ class Uploader:
         if new_project:
             project = packages.create_project(tx, meta.name)
             auth.grant(tx, project["id"], user, "owner")
-            journal.record(tx, project["name"], None, "create", user.username)
-            journal.record(tx, project["name"], None, f"add Owner {user.username}", user.username)
+            changes.record(tx, project["name"], None, "create", user.username, new_project=True)
+            changes.record(tx, project["name"], None, f"add Owner {user.username}", user.username)
         release = packages.get_release(tx, project["id"], str(meta.version))
         return project, release, new_project
 
@@ -311,13 +340,13 @@ class Uploader:
         path: str,
         metadata_bytes: bytes | None,
         via: str,
-    ) -> int:
+    ) -> changes.Change:
         project, release, new_project = self._project_and_release(tx, user, meta)
         if check_existing_file(tx, spooled):
             raise IntegrityError("file appeared concurrently")
         if release is None:
             release = packages.create_release(tx, project["id"], str(meta.version), meta.fields)
-            journal.record(tx, project["name"], str(meta.version), "new release", user.username)
+            changes.record(tx, project["name"], str(meta.version), "new release", user.username)
         elif form.get("filetype") == "sdist" and packages.release_has_sdist(tx, release["id"]):
             raise UploadError(400, "Only one sdist may be uploaded per release.")
         packages.add_file(
@@ -341,12 +370,11 @@ class Uploader:
                 "uploaded_by": user.id,
             },
         )
-        serial = journal.record(
+        return changes.record(
             tx,
             project["name"],
             str(meta.version),
             f"add {form.get('pyversion') or 'source'} file {spooled.filename}",
             user.username,
+            new_project=new_project,
         )
-        outbox.enqueue(tx, cache_keys.change_purges(project["normalized_name"], new_project=new_project))
-        return serial

@@ -7,6 +7,8 @@ whatever the file's size and the digests are ready when the body ends.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -26,8 +28,15 @@ PARALLEL_HASHING_FROM = 4 * 1024 * 1024
 MAX_FIELD_SIZE = 8 * 1024 * 1024
 
 
+#: The errors of a full disk or an exhausted quota.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_MESSAGE = (
+    "Insufficient Storage: the server's disk for uploads is full, nothing was saved; retry the upload later"
+)
+
+
 class FormError(Exception):
-    """The body is not an acceptable upload form; ``status`` is 400 or 413."""
+    """The body is not an acceptable upload form; ``status`` is 400 or 413 (507: the spool disk is full)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -92,7 +101,7 @@ def read_form(
     tmp_dir: str,
     file_field: str = "content",
 ) -> Form:
-    """Parse the body; raise FormError (400 malformed, 413 file too large).
+    """Parse the body; raise FormError (400 malformed, 413 file too large, 507 spool disk full).
 
     The caller owns the returned form and must ``close()`` it to remove the spool.
     """
@@ -107,9 +116,9 @@ def read_form(
         max_segment_count=1000,
     )
     form = Form()
-    os.makedirs(tmp_dir, exist_ok=True)
     state = _PartState(parallel_hashing=(content_length or 0) > PARALLEL_HASHING_FROM)
     try:
+        os.makedirs(tmp_dir, exist_ok=True)
         with parser:
             for event in parser.parse_blocking(read, CHUNK):
                 if isinstance(event, multipart.MultipartSegment):
@@ -122,6 +131,12 @@ def read_form(
         state.abort()
         form.close()
         raise FormError(400, f"Invalid request: malformed multipart body ({exc})") from None
+    except OSError as exc:
+        state.abort()
+        form.close()
+        if exc.errno in DISK_FULL:  # creating, writing or closing the spool file: the partial file is gone
+            raise FormError(507, DISK_FULL_MESSAGE) from None
+        raise
     except BaseException:
         state.abort()
         form.close()
@@ -280,7 +295,8 @@ class _PartState:
         if self.digests is not None:
             self.digests.close()
         if self.out is not None:
-            self.out.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush again
+                self.out.close()
             self.out = None
         if self.tmp_path:
             try:
