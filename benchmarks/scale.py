@@ -206,6 +206,9 @@ def build(url: str, shape: Shape, log=print) -> float:
         )
     for table in ("projects", "releases", "files", "journal"):
         cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
+    cur.execute("SELECT to_regclass('serials') IS NOT NULL")
+    if cur.fetchone()[0]:  # the serial counter (migration 0002) starts after the loaded journal
+        cur.execute("UPDATE serials SET value = (SELECT MAX(id) FROM journal)")
     for table, name, definition in constraints:
         sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     for _, definition in indexes:
@@ -408,8 +411,8 @@ def _timed_cli(config: str, args: list[str], log, limit: float = 300) -> dict:
 
 
 EXPLAINS = {
-    "upload: UPDATE projects ... WHERE name": "UPDATE projects SET last_serial = last_serial "
-    "WHERE name = 'pkg-0000007'",
+    "upload: UPDATE projects ... WHERE normalized_name": "UPDATE projects SET last_serial = last_serial "
+    "WHERE normalized_name = 'pkg-0000007'",
     "project row": "SELECT id, name, normalized_name, created, last_serial FROM projects "
     "WHERE normalized_name = 'pkg-0000007'",
     "project files (large project)": "SELECT f.id, f.filename, f.path, r.version FROM files f "

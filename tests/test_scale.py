@@ -205,7 +205,7 @@ def plan(db, sql, params=()):
 @pytest.mark.parametrize(
     "sql,params,index",
     [
-        ("UPDATE projects SET last_serial = ? WHERE name = ?", (1, "x"), "projects_name"),
+        ("UPDATE projects SET last_serial = ? WHERE normalized_name = ?", (1, "x"), "projects_"),
         (
             "SELECT name FROM projects WHERE normalized_name LIKE ? ORDER BY normalized_name LIMIT 10",
             ("ab%",),

@@ -1,7 +1,6 @@
 -- Issue 12: indexes for every hot query at pypi.org's size, and rendered pages shared by every process.
 
--- journal.record's "UPDATE projects ... WHERE name = ?" (twice per upload).
-CREATE INDEX projects_name ON projects (name);
+-- (journal.touch_project's "UPDATE projects ... WHERE normalized_name = ?" uses the UNIQUE index.)
 -- Search: a prefix match on the normalized name (LIKE 'q%'), whatever the database's collation.
 CREATE INDEX projects_name_prefix ON projects (normalized_name{pattern_ops});
 -- The version of the set of names (/simple/ HTML): the newest entry that added or removed a name.
