@@ -348,3 +348,11 @@ def test_a_page_another_process_rendered_while_waiting_for_the_lock_is_not_rende
     assert page.body == b"seven" and not rendered
     assert pages.get("p", "8", lambda tx: "8", lambda tx: b"eight").body == b"eight"
     assert shared_pages.SharedPages(db).get("p", "8", lambda tx: "8", lambda tx: b"never").body == b"eight"
+
+
+def test_the_simple_index_is_held_gzip_only_and_sent_whole_to_identity_clients(app, testapp, db):
+    add_projects(db, [f"p{i}" for i in range(300)])
+    plain = raw_get(app, "/simple/", {"Accept-Encoding": "identity"})
+    held = app.services.pages._latest["simple-index/html"]
+    assert held.body == b"" and held.length == len(plain.body) == int(plain.headers["Content-Length"])
+    assert plain.body.count(b"<a href=") == 300 and gzip.decompress(held.gzip) == plain.body

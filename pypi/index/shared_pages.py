@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from pypi.index.db import Database, DatabaseError, Tx
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 #: are cheaper to render than to fetch.
 STORE_MIN_BYTES = 256 * 1024
 GZIP_LEVEL = 6
+#: Pages written from a stream (/simple/, the XML-RPC lists: tens of MB) are compressed faster,
+#: and only their gzip form is kept: a client that does not accept gzip gets it decompressed
+#: as it is sent. Each process then holds a few MB for them, not a hundred.
+STREAM_GZIP_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,16 @@ class Page:
     version: str
     #: time.time() when it was rendered.
     rendered: float = 0.0
+    #: The length of the page (``body`` is empty when only the gzip form is kept).
+    size: int = -1
+
+    @property
+    def has_body(self) -> bool:
+        return self.size < 0 or len(self.body) == self.size
+
+    @property
+    def length(self) -> int:
+        return len(self.body) if self.size < 0 else self.size
 
 
 def make_page(body: bytes | Iterable[bytes], version: str) -> Page:
@@ -53,15 +67,27 @@ def make_page(body: bytes | Iterable[bytes], version: str) -> Page:
             time.time(),
         )
     md5 = hashlib.md5()
-    parts: list[bytes] = []
+    size = 0
     packed: list[bytes] = []
-    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    z = zlib.compressobj(STREAM_GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
     for chunk in body:
         md5.update(chunk)
-        parts.append(chunk)
+        size += len(chunk)
         packed.append(z.compress(chunk))
     packed.append(z.flush())
-    return Page(b"".join(parts), b"".join(packed), md5.hexdigest(), version, time.time())
+    return Page(b"", b"".join(packed), md5.hexdigest(), version, time.time(), size)
+
+
+def gunzipped(data: bytes, block: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed form of ``data``, in blocks (memory stays at one block)."""
+    z = zlib.decompressobj(31)
+    for start in range(0, len(data), block // 8):
+        out = z.decompress(data[start : start + block // 8])
+        if out:
+            yield out
+    tail = z.flush()
+    if tail:
+        yield tail
 
 
 def _lock_id(page: str) -> int:
@@ -138,7 +164,8 @@ class SharedPages:
             if held is not None and held.version == row["version"]:
                 return held
             full = tx.one(
-                "SELECT version, etag, body, gzip_body, rendered FROM stored_pages WHERE page = ?", (page,)
+                "SELECT version, etag, body, gzip_body, rendered, size FROM stored_pages WHERE page = ?",
+                (page,),
             )
         if full is None:
             return None
@@ -148,6 +175,7 @@ class SharedPages:
             full["etag"],
             full["version"],
             _epoch(full["rendered"]),
+            int(full["size"]),
         )
 
     def _render(
@@ -178,23 +206,39 @@ def store(tx: Tx, page: str, value: Page) -> None:
     """Insert or replace the stored page."""
     blob = _blob(tx)
     tx.execute(
-        "INSERT INTO stored_pages (page, version, etag, body, gzip_body, rendered) VALUES (?, ?, ?, ?, ?, ?) "
+        "INSERT INTO stored_pages (page, version, etag, body, gzip_body, rendered, size) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (page) DO UPDATE SET version = excluded.version, etag = excluded.etag, "
-        "body = excluded.body, gzip_body = excluded.gzip_body, rendered = excluded.rendered",
-        (page, value.version, value.etag, blob(value.body), blob(value.gzip), _iso(value.rendered)),
+        "body = excluded.body, gzip_body = excluded.gzip_body, rendered = excluded.rendered, "
+        "size = excluded.size",
+        (
+            page,
+            value.version,
+            value.etag,
+            blob(value.body),
+            blob(value.gzip),
+            _iso(value.rendered),
+            value.length,
+        ),
     )
 
 
 def stored(tx: Tx, page: str, version: str) -> Page | None:
     """The stored page at exactly ``version``, or None."""
     row = tx.one(
-        "SELECT version, etag, body, gzip_body, rendered FROM stored_pages WHERE page = ? AND version = ?",
+        "SELECT version, etag, body, gzip_body, rendered, size FROM stored_pages "
+        "WHERE page = ? AND version = ?",
         (page, version),
     )
     if row is None:
         return None
     return Page(
-        bytes(row["body"]), bytes(row["gzip_body"]), row["etag"], row["version"], _epoch(row["rendered"])
+        bytes(row["body"]),
+        bytes(row["gzip_body"]),
+        row["etag"],
+        row["version"],
+        _epoch(row["rendered"]),
+        int(row["size"]),
     )
 
 

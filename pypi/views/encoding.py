@@ -6,7 +6,7 @@ import functools
 
 from webob import Request, Response
 
-from pypi.index.shared_pages import Page
+from pypi.index.shared_pages import Page, gunzipped
 
 
 @functools.lru_cache(maxsize=256)
@@ -35,8 +35,12 @@ def page_response(request: Request, page: Page, content_type: str, *, vary: tupl
         response = Response(body=page.gzip, content_type=content_type)
         response.content_encoding = "gzip"
         response.etag = page.etag + "-gzip"
-    else:
+    elif page.has_body:
         response = Response(body=page.body, content_type=content_type)
+        response.etag = page.etag
+    else:  # kept compressed only: decompressed as it is sent
+        response = Response(app_iter=gunzipped(page.gzip), content_type=content_type)
+        response.content_length = page.length
         response.etag = page.etag
     if "html" in content_type:
         response.charset = "utf-8"

@@ -10,12 +10,14 @@ CREATE INDEX journal_name_set ON journal (id) WHERE action IN ('create', 'remove
 CREATE INDEX files_path_c ON files (path{collate_c});
 
 -- Pages rendered once for the whole deployment (/simple/, large project pages), with their
--- gzip form. ``version`` is what the page depends on (the name set, a project's serial).
+-- gzip form. ``version`` is what the page depends on (the name set, a project's serial);
+-- ``body`` is empty for the pages kept only gzip-compressed (``size`` is their length).
 CREATE TABLE stored_pages (
     page TEXT PRIMARY KEY,
     version TEXT NOT NULL,
     etag TEXT NOT NULL,
     body {blob} NOT NULL,
     gzip_body {blob} NOT NULL,
-    rendered TEXT NOT NULL
+    rendered TEXT NOT NULL,
+    size BIGINT NOT NULL
 );
