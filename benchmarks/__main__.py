@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--scale", type=float, default=1.0,
                     help="multiply projects, files and journal rows (e.g. 0.05 for development)")
     sc.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    sc.add_argument("--no-fsck", action="store_true", help="skip fsck and migrate-storage --dry-run")
     sub.add_parser("list", help="the names --only accepts")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scale":
         from benchmarks import scale
 
-        return scale.main(scale=args.scale, seconds=args.seconds)
+        return scale.main(scale=args.scale, seconds=args.seconds, with_cli=not args.no_fsck)
     if args.command == "storage":
         from benchmarks import storage_backends
 

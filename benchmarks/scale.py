@@ -258,7 +258,9 @@ HTML = {"Accept": "text/html"}
 JSON_SIMPLE = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
-def measure(server: Server, db_url: str, large: str, seconds: int, folder: str, log=print) -> dict:
+def measure(
+    server: Server, db_url: str, large: str, seconds: int, folder: str, log=print, *, with_cli: bool = True
+) -> dict:
     """The issue 12 figures against one running server; ``large`` is the project with the most files."""
     out: dict = {}
     base = server.url
@@ -355,8 +357,12 @@ def measure(server: Server, db_url: str, large: str, seconds: int, folder: str, 
     # fsck and migrate-storage --dry-run (the objects are not in the store: every one is "missing").
     config = os.path.join(folder, "config.ini")
     for name, args in (
-        ("fsck", ["fsck"]),
-        ("migrate_storage_dry_run", ["migrate-storage", "--dry-run", "--to", _target(folder)]),
+        ()
+        if not with_cli
+        else (
+            ("fsck", ["fsck"]),
+            ("migrate_storage_dry_run", ["migrate-storage", "--dry-run", "--to", _target(folder)]),
+        )
     ):
         out[name] = _timed_cli(config, args, log)
     return out
@@ -454,7 +460,7 @@ def _serve(name: str, url: str, folder: str) -> Server:
     return _cloudpypi(name, folder, database=url, storage={"backend": "local"}, cleanup=[], notes=[])
 
 
-def main(*, scale: float = 1.0, seconds: int = 10, log=print) -> int:
+def main(*, scale: float = 1.0, seconds: int = 10, with_cli: bool = True, log=print) -> int:
     shutil.rmtree(FOLDER, ignore_errors=True)
     os.makedirs(FOLDER)
     cleanup: list = []
@@ -479,7 +485,7 @@ def main(*, scale: float = 1.0, seconds: int = 10, log=print) -> int:
             log(f"scale: measuring the {label} data set")
             server = _serve(f"cloudpypi-{label}", url, folder)
             try:
-                results[label] = measure(server, url, large, seconds, folder, log)
+                results[label] = measure(server, url, large, seconds, folder, log, with_cli=with_cli)
                 if label == "pypi":
                     _, page = fetch(server.url + f"/simple/{large}/", HTML)
                     _, index = fetch(server.url + "/simple/", HTML)
