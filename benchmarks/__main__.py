@@ -1,4 +1,4 @@
-"""``python -m benchmarks run [--quick] [--only NAME ...]`` and ``python -m benchmarks storage``."""
+"""``python -m benchmarks run [--quick] [--only NAME ...]``, ``... storage`` and ``... scale [--scale F]``."""
 
 from __future__ import annotations
 
@@ -25,12 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--quick", action="store_true", help="1 repetition, no 1 GiB file")
     s.add_argument("--only", action="append", default=[], metavar="BACKEND",
                    help="local, s3 or swift (repeatable)")
+    sc = sub.add_parser("scale", help="issue 12: pypi.org's size (600k projects, 6M files) vs 1,000 files")
+    sc.add_argument("--scale", type=float, default=1.0,
+                    help="multiply projects, files and journal rows (e.g. 0.05 for development)")
+    sc.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    sc.add_argument("--no-fsck", action="store_true", help="skip fsck and migrate-storage --dry-run")
     sub.add_parser("list", help="the names --only accepts")
     sub.add_parser("mirror", help="issue 10: cloudpypi mirror against bandersnatch, proxy pip timing")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(ALL))
         return 0
+    if args.command == "scale":
+        from benchmarks import scale
+
+        return scale.main(scale=args.scale, seconds=args.seconds, with_cli=not args.no_fsck)
     if args.command == "storage":
         from benchmarks import storage_backends
 

@@ -17,6 +17,7 @@ from pypi.config import Config
 from pypi.index.db import Database, DatabaseError
 from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
+from pypi.index.shared_pages import SharedPages
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
 from pypi.views import files, guard, json_api, simple, upload, web, xmlrpc
@@ -150,7 +151,8 @@ def build_services(
         urls=URLBuilder(config.cdn.files_url, config.webui.url, prefix=PACKAGES_PREFIX),
         policy=cache_policy,
         uploader=uploader,
-        renders=RenderCache(),
+        renders=RenderCache(config.webui.render_cache_size),
+        pages=SharedPages(db),
         upstream=upstream,
     )
 

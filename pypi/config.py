@@ -53,6 +53,8 @@ class WebUISettings:
     url: str = ""
     max_upload_size: int = 100 * 1024 * 1024
     site_name: str = "CloudPyPI"
+    #: Bytes of rendered pages each process keeps (pypi.index.render_cache); 0 keeps none.
+    render_cache_size: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,7 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
         url=url.rstrip("/"),
         max_upload_size=parse_size(web.get("max_upload_size", "100M"), where="[webui] max_upload_size"),
         site_name=web.get("site_name") or "CloudPyPI",
+        render_cache_size=parse_size(web.get("render_cache_size", "64M"), where="[webui] render_cache_size"),
     )
 
     db_url = (dbs.get("url") or "").strip() or "sqlite:///" + os.path.join(data_dir, "cloudpypi.sqlite3")

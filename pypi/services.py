@@ -11,6 +11,7 @@ from cdn.urls import URLBuilder
 from pypi.config import Config
 from pypi.index.db import Database
 from pypi.index.render_cache import RenderCache
+from pypi.index.shared_pages import SharedPages
 from pypi.upload.pipeline import Uploader
 
 
@@ -23,5 +24,7 @@ class Services:
     policy: CachePolicy
     uploader: Uploader
     renders: RenderCache
+    #: Pages rendered once for the whole deployment (/simple/, large project pages).
+    pages: SharedPages
     #: pypi.upstream.proxy.UpstreamProxy in ``[upstream] mode = proxy``, else None.
     upstream: Any = None

@@ -142,8 +142,9 @@ def test_a_row_committed_while_fsck_runs_is_not_an_orphan(index, monkeypatch):
 
     index.store.put(index.sdist.path + ".metadata", io.BytesIO(b"Name: checked\n"))
 
-    def referenced_then_commit(tx):
-        snapshot = list(objects.referenced(tx))
+    def referenced_then_commit(db):
+        with db.transaction() as tx:
+            snapshot = list(objects.referenced(tx))
 
         def commit():  # another thread: another connection, as another process would be
             with index.db.transaction(write=True) as other:
@@ -154,7 +155,7 @@ def test_a_row_committed_while_fsck_runs_is_not_an_orphan(index, monkeypatch):
         worker.join()
         return iter(snapshot)
 
-    monkeypatch.setattr(fsck_mod, "referenced", referenced_then_commit)
+    monkeypatch.setattr(fsck_mod, "referenced_objects", referenced_then_commit)
     report = fsck_mod.check(index.db, index.store, repair=True, min_age=0)
     assert not report.of_kind("orphan") and not report.removed
     assert index.store.exists(index.sdist.path + ".metadata")

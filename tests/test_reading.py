@@ -43,7 +43,7 @@ def test_simple_index_html(testapp, published):
     assert r.content_type == "text/html"
     assert '<a href="/simple/demo-pkg/">Demo.Pkg</a>' in r.text
     assert r.headers["X-PyPI-Last-Serial"].isdigit()
-    assert r.headers["Vary"] == "Accept"
+    assert r.headers["Vary"] == "Accept, Accept-Encoding"
 
 
 def test_simple_index_json(testapp, published):

@@ -15,7 +15,7 @@ from cdn.policy import CachePolicy
 from pypi import config as config_mod
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
 from pypi.config import Config, ConfigError
-from pypi.index import objects
+from pypi.index.stream import referenced_objects
 from pypi.operations.copy_objects import Failure, Migration, Progress
 
 
@@ -87,15 +87,16 @@ def migrate_storage(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.to}: {exc}") from None
     try:
         with db.transaction() as tx:
-            wanted = list(objects.referenced(tx))
+            total = int(tx.scalar("SELECT COUNT(*) + COUNT(metadata_sha256) FROM files") or 0)
+        wanted = referenced_objects(db)  # streamed in pages: memory stays flat at any size
         what = "checking" if args.dry_run else "copying"
         print(
-            f"{what} {len(wanted)} objects from {config.storage.backend} to "
+            f"{what} {total} objects from {config.storage.backend} to "
             f"{target_config.storage.backend} ({args.to}) with {args.jobs} jobs"
             + (", verifying objects already there" if args.verify else ""),
             file=sys.stderr,
         )
-        progress = Progress(len(wanted), sys.stderr)
+        progress = Progress(total, sys.stderr)
 
         def report(failure: Failure) -> None:
             progress.note(f"FAILED {failure.filename} ({failure.path}): {failure.error}")
@@ -109,7 +110,7 @@ def migrate_storage(args: argparse.Namespace) -> int:
             progress=progress,
             on_failure=report,
             cache_control=CachePolicy.from_config(config.cdn.options).cache_control(policy.FILE),
-        ).run(wanted)
+        ).run(wanted, total=total)
     finally:
         source.close()
         target.close()

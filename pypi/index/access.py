@@ -94,6 +94,12 @@ class Visibility:
         return [r for r in rows if self.shows(r[column])]
 
     @property
+    def everything(self) -> bool:
+        """Whether this viewer's lists show every project (then pages shared by all such
+        viewers serve them)."""
+        return not self.hidden and self.only is None
+
+    @property
     def key(self) -> tuple:
         """For the render cache: two viewers with the same key see the same lists."""
         return (tuple(sorted(self.hidden)), None if self.only is None else tuple(sorted(self.only)))

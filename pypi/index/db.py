@@ -25,6 +25,12 @@ _ID = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
     "postgresql": "BIGSERIAL PRIMARY KEY",
 }
+#: Other dialect words a migration may use: {blob} (bytes), {pattern_ops} (an index LIKE 'x%' can
+#: use), {collate_c} (code-point order, as Python sorts text).
+_WORDS = {
+    "sqlite": {"blob": "BLOB", "pattern_ops": "", "collate_c": ""},
+    "postgresql": {"blob": "BYTEA", "pattern_ops": " text_pattern_ops", "collate_c": ' COLLATE "C"'},
+}
 
 
 class DatabaseError(Exception):
@@ -261,7 +267,10 @@ class Database:
             for number, name, sql in self.migrations():
                 if number in done:
                     continue
-                for statement in _statements(sql.replace("{id}", _ID[self.dialect])):
+                sql = sql.replace("{id}", _ID[self.dialect])
+                for word, value in _WORDS[self.dialect].items():
+                    sql = sql.replace("{" + word + "}", value)
+                for statement in _statements(sql):
                     tx.execute(statement)
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",

@@ -160,22 +160,52 @@ def recent_releases(tx: Tx, limit: int = 20) -> list[Any]:
 
 
 def search_projects(tx: Tx, query: str, limit: int = 100) -> list[Any]:
-    """Projects whose normalized name contains the normalized query."""
+    """Projects whose normalized name starts with the normalized query (an index range, not a scan)."""
     needle = canonicalize_name(query).replace("\\", "").replace("%", "").replace("_", "")
+    if tx.dialect == "sqlite":  # SQLite's LIKE ignores case, so only a range uses the index
+        return tx.all(
+            "SELECT name, normalized_name, last_serial FROM projects "
+            "WHERE normalized_name >= ? AND normalized_name < ? ORDER BY normalized_name LIMIT ?",
+            (needle, needle + "\x7f", limit),
+        )
     return tx.all(
         "SELECT name, normalized_name, last_serial FROM projects WHERE normalized_name LIKE ? "
         "ORDER BY normalized_name LIMIT ?",
-        (f"%{needle}%", limit),
+        (f"{needle}%", limit),
     )
 
 
+#: Above this many rows (by PostgreSQL's statistics) the home page shows estimates, not COUNT(*).
+EXACT_COUNT_LIMIT = 100_000
+
+
 def project_counts(tx: Tx) -> tuple[int, int, int]:
-    """(projects, releases, files) in the index."""
+    """(projects, releases, files) in the index: see index_counts."""
+    return index_counts(tx)[:3]  # type: ignore[return-value]
+
+
+def index_counts(tx: Tx) -> tuple[int, int, int, bool]:
+    """(projects, releases, files, estimated).
+
+    On PostgreSQL a table the statistics put above EXACT_COUNT_LIMIT rows is
+    counted from ``pg_class.reltuples`` (kept by ANALYZE and autovacuum), not
+    by COUNT(*) over millions of rows; ``estimated`` says so.
+    """
+    tables = ("projects", "releases", "files")
+    if tx.dialect == "postgresql":
+        rows = tx.all(
+            "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relname IN (?, ?, ?) "
+            "AND relnamespace = current_schema()::regnamespace",
+            tables,
+        )
+        guess = {r["relname"]: float(r["reltuples"]) for r in rows}
+        if all(guess.get(t, -1) > EXACT_COUNT_LIMIT for t in tables):
+            return int(guess["projects"]), int(guess["releases"]), int(guess["files"]), True
     row = tx.one(
         "SELECT (SELECT COUNT(*) FROM projects) AS p, (SELECT COUNT(*) FROM releases) AS r, "
         "(SELECT COUNT(*) FROM files) AS f"
     )
-    return int(row["p"]), int(row["r"]), int(row["f"])
+    return int(row["p"]), int(row["r"]), int(row["f"]), False
 
 
 def _parsed(version: str) -> Version | None:

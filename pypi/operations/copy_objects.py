@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -221,26 +221,35 @@ class Migration:
         self.cache_control = cache_control
         self._listed: dict[str, int] | None = None
 
-    def run(self, objects: Iterable[StoredObject]) -> MigrationResult:
-        """Copy (or, for a dry run, check) every object; never raises for one object's failure."""
-        objs = list(objects)
-        result = MigrationResult(total=len(objs))
+    def run(self, objects: Iterable[StoredObject], *, total: int | None = None) -> MigrationResult:
+        """Copy (or, for a dry run, check) every object; never raises for one object's failure.
+
+        ``objects`` may be a stream (pypi.index.stream.referenced_objects): it is read as the
+        copies go, never held whole; ``total`` is its length where known beforehand.
+        """
+        if total is None:
+            objects = list(objects)
+            total = len(objects)
+        objs = objects
+        result = MigrationResult(total=total)
         started = time.monotonic()
         self._listed = self._list_target()
         window = self.jobs * 4
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="migrate") as pool:
-            pending: set[Future[_Done]] = set()
+            pending: set[Future[list[_Done]]] = set()
             try:
-                for obj in objs:
-                    pending.add(pool.submit(self._one, obj))
+                for group in _groups(objs):
+                    pending.add(pool.submit(lambda g: [self._one(o) for o in g], group))
                     if len(pending) >= window:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
-                            self._collect(future.result(), result)
+                            for one in future.result():
+                                self._collect(one, result)
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        self._collect(future.result(), result)
+                        for one in future.result():
+                            self._collect(one, result)
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -366,6 +375,25 @@ class Migration:
 
 class _SourceMissing(Exception):
     pass
+
+
+#: Objects handed to a thread together: up to GROUP_OBJECTS, or fewer that add up to GROUP_BYTES
+#: (one large file is a group of its own). Millions of small checks cost a future each otherwise.
+GROUP_OBJECTS = 32
+GROUP_BYTES = 8 * 1024 * 1024
+
+
+def _groups(objects: Iterable[StoredObject]) -> Iterator[list[StoredObject]]:
+    group: list[StoredObject] = []
+    size = 0
+    for obj in objects:
+        group.append(obj)
+        size += obj.size or 0
+        if len(group) >= GROUP_OBJECTS or size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def _hash(f: BinaryIO) -> tuple[str, int]:

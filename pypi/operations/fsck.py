@@ -14,23 +14,25 @@ Four kinds of problem are found:
   Swift segments no manifest uses.
 
 Repair removes orphans and such temporaries only; it never touches an object a row references.
-The store is listed before the database is read, and each candidate is
-checked again before it is reported, so an upload that commits while fsck
-runs is not mistaken for a problem; an orphan younger than ``min_age`` is
+The store's listing and the file rows (read in pages) are walked together in
+path order, so memory stays flat at any size; each candidate is checked again
+before it is reported, so an upload that commits while fsck runs is not
+mistaken for a problem; an orphan younger than ``min_age`` is
 reported but kept, since an upload may be about to commit its row.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import storage
 from pypi.index import packages
 from pypi.index.db import Database
-from pypi.index.objects import METADATA_SUFFIX, PACKAGES_PREFIX, StoredObject, file_path_of, referenced
+from pypi.index.objects import METADATA_SUFFIX, PACKAGES_PREFIX, StoredObject, file_path_of
+from pypi.index.stream import referenced_objects
 from pypi.operations import leftovers
 from pypi.operations.copy_objects import sha256_of
 
@@ -125,38 +127,11 @@ def check(
     Raises storage.StorageError if the store cannot be listed.
     """
     now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
-    listed = {info.path: info for info in store.list(PACKAGES_PREFIX)}
-    with db.transaction() as tx:
-        wanted = list(referenced(tx))
-    report = FsckReport(referenced=len(wanted), stored=len(listed))
-
-    to_hash: list[StoredObject] = []
-    for obj in wanted:
-        info = listed.get(obj.path)
-        if info is None:
-            info = _stat(store, obj.path)  # stored after the listing?
-        if info is None:
-            report.problems.append(Problem(MISSING, obj.path, _missing_detail(obj), obj.filename))
-        elif obj.size is not None and info.size != obj.size:
-            report.problems.append(
-                Problem(
-                    SIZE,
-                    obj.path,
-                    f"stored object is {info.size} bytes, the database says {obj.size} ({obj.filename})",
-                    obj.filename,
-                )
-            )
-        elif verify_hashes:
-            to_hash.append(obj)
-
-    if to_hash:
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fsck") as pool:
-            for problem in pool.map(lambda o: _hash_problem(store, o), to_hash):
-                if problem is not None:
-                    report.problems.append(problem)
-
-    known = {obj.path for obj in wanted}
-    orphans = [info for path, info in sorted(listed.items()) if path not in known]
+    try:
+        report, orphans = _compare(db, store, store.list(PACKAGES_PREFIX), verify_hashes, jobs)
+    except _Unordered:  # a store that lists out of order: sort its whole listing (memory grows)
+        listing = sorted(store.list(PACKAGES_PREFIX), key=lambda info: info.path)
+        report, orphans = _compare(db, store, listing, verify_hashes, jobs)
     orphans = _still_orphans(db, orphans)
     for info in orphans:
         detail = f"{info.size} bytes; no file row references it"
@@ -190,6 +165,92 @@ def check(
                     detail += "; removed"
             report.problems.append(Problem(TEMPORARY, leftover.name, detail))
     return report
+
+
+def _compare(
+    db: Database,
+    store: storage.Storage,
+    listing: Iterable[storage.ObjectInfo],
+    verify_hashes: bool,
+    jobs: int,
+) -> tuple[FsckReport, list[storage.ObjectInfo]]:
+    """Walk the referenced objects and the listing together: the report so far, and orphan candidates."""
+    report = FsckReport()
+    orphans: list[storage.ObjectInfo] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fsck") as pool:
+        hashing: set[Future[Problem | None]] = set()
+
+        def collect(futures: set[Future[Problem | None]]) -> None:
+            for future in futures:
+                problem = future.result()
+                if problem is not None:
+                    report.problems.append(problem)
+
+        for obj, info in _joined(referenced_objects(db), listing, report):
+            if obj is None:
+                orphans.append(info)
+                continue
+            if info is None:
+                info = _stat(store, obj.path)  # stored after the listing?
+            if info is None:
+                report.problems.append(Problem(MISSING, obj.path, _missing_detail(obj), obj.filename))
+            elif obj.size is not None and info.size != obj.size:
+                report.problems.append(
+                    Problem(
+                        SIZE,
+                        obj.path,
+                        f"stored object is {info.size} bytes, the database says {obj.size} ({obj.filename})",
+                        obj.filename,
+                    )
+                )
+            elif verify_hashes:
+                hashing.add(pool.submit(_hash_problem, store, obj))
+                if len(hashing) >= 4 * max(1, jobs):  # a bounded window: memory stays flat
+                    done, hashing = wait(hashing, return_when=FIRST_COMPLETED)
+                    collect(done)
+        collect(hashing)
+    report.problems.sort(key=lambda p: (p.path, p.kind))
+    return report, orphans
+
+
+def _joined(
+    wanted: Iterator[StoredObject], listed: Iterable[storage.ObjectInfo], report: FsckReport
+) -> Iterator[tuple[StoredObject | None, storage.ObjectInfo | None]]:
+    """Merge the referenced objects (in path order) with the store's listing: (object, its listing
+    entry or None) and (None, an unreferenced entry). Counts both sides into ``report``.
+
+    Stores list in path order (S3, Swift, local folders); _Unordered is raised when one does not.
+    """
+    stream = _ordered(iter(listed), "")
+    current = next(stream, None)
+    for obj in wanted:
+        report.referenced += 1
+        while current is not None and current.path < obj.path:
+            report.stored += 1
+            yield None, current
+            current = next(stream, None)
+        if current is not None and current.path == obj.path:
+            report.stored += 1
+            yield obj, current
+            current = next(stream, None)
+        else:
+            yield obj, None
+    while current is not None:
+        report.stored += 1
+        yield None, current
+        current = next(stream, None)
+
+
+class _Unordered(Exception):
+    pass
+
+
+def _ordered(entries: Iterator[storage.ObjectInfo], previous: str) -> Iterator[storage.ObjectInfo]:
+    for info in entries:
+        if info.path < previous:
+            raise _Unordered(info.path)
+        previous = info.path
+        yield info
 
 
 def _missing_detail(obj: StoredObject) -> str:

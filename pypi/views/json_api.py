@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from packaging.utils import canonicalize_name
@@ -14,8 +13,10 @@ from pypi.index import access, cache_keys, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
 from pypi.views import viewer
+from pypi.views.encoding import page_response
 from pypi.views.file_info import file_info
 from pypi.views.responses import error, redirect, tag
+from pypi.views.simple import project_page
 
 _DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
 
@@ -118,16 +119,18 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
             return redirect(f"/pypi/{project['normalized_name']}/{suffix}", keys=[key])
         serial = project["last_serial"]
         urls = viewer.file_urls(svc, tx, project)
-        body = svc.renders.get_or_render(
-            ("json", normalized, version, serial, urls.base),
+        page = project_page(
+            svc,
+            tx,
+            f"json/{normalized}/{version or ''}",
+            serial,
             lambda: _render(svc, tx, project, version, urls),
+            base=urls.base,
         )
-    if body is None:
+    if page is None:
         return error(404, "Not Found", kind=policy.MISSING, keys=[key])
-    response = Response(body=body, content_type="application/json")
+    response = page_response(request, page, "application/json")
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.etag = hashlib.md5(body).hexdigest()
-    response.conditional_response = True
     tag(response, policy.INDEX, [key])
     return upstream.decorate(response) if upstream is not None else response

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
+from collections.abc import Callable, Iterator
 from html import escape
 
 from packaging.utils import canonicalize_name
@@ -13,9 +13,12 @@ from webob.acceptparse import create_accept_header
 
 from cdn import policy
 from cdn.urls import URLBuilder
-from pypi.index import access, cache_keys, journal, packages
+from pypi.index import access, cache_keys, journal, packages, shared_pages, stream
+from pypi.index.db import Tx
+from pypi.index.shared_pages import Page
 from pypi.services import Services
 from pypi.views import viewer
+from pypi.views.encoding import page_response
 from pypi.views.responses import error, redirect, tag
 
 API_VERSION = "1.1"
@@ -46,20 +49,9 @@ def _best_offer(accept: str) -> str | None:
     return acceptable[0][0] if acceptable else None
 
 
-def _rendered(body: bytes) -> tuple[bytes, str]:
-    """A rendered page with its ETag, computed once and cached with it."""
-    return body, hashlib.md5(body).hexdigest()
-
-
-def _response(page: tuple[bytes, str], content_type: str, serial: int, keys: list[str]) -> Response:
-    body, etag = page
-    response = Response(body=body, content_type=content_type)
-    if "html" in content_type:
-        response.charset = "utf-8"
+def _response(request: Request, page: Page, content_type: str, serial: int, keys: list[str]) -> Response:
+    response = page_response(request, page, content_type, vary=("Accept",))
     response.headers["X-PyPI-Last-Serial"] = str(serial)
-    response.vary = ("Accept",)
-    response.etag = etag
-    response.conditional_response = True
     return tag(response, policy.INDEX, keys)
 
 
@@ -69,42 +61,96 @@ def slashless(svc: Services, request: Request) -> Response:
     return redirect("/simple/" + query, keys=[cache_keys.INDEX_KEY])
 
 
+#: The journal actions that add or remove a name: the HTML /simple/ changes only with them.
+NAME_SET_SQL = "SELECT MAX(id) FROM journal WHERE action IN ('create', 'remove project')"
+#: The JSON /simple/ carries every project's serial; it is re-rendered at most once a second.
+JSON_INDEX_MAX_AGE = 1.0
+
+
+def _name_set(tx) -> str:
+    return str(tx.scalar(NAME_SET_SQL) or 0)
+
+
 @viewer.reads
 def index(svc: Services, request: Request) -> Response:
-    """/simple/: every project the reader may see."""
+    """/simple/: every project the reader may see.
+
+    A reader who sees every project gets the page rendered once for the deployment
+    (pypi.index.shared_pages); one from whom private projects are hidden gets a page
+    rendered for what they may see, kept in this process's render cache by serial.
+    """
     content_type = negotiate(request)
     if content_type is None:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
+    fmt = FORMATS[content_type]
     with svc.db.reading() as tx:
-        serial = journal.last_serial(tx)
         vis = access.visibility(tx, viewer.current(), viewer.mode(svc))
-        body = svc.renders.get_or_render(
-            ("simple-index", serial, FORMATS[content_type], vis.key),
-            lambda: _rendered(
-                _render_index(vis.filter(packages.all_projects(tx)), serial, FORMATS[content_type])
-            ),
-        )
-    return _response(body, content_type, serial, [cache_keys.INDEX_KEY])
-
-
-def _render_index(projects: list, serial: int, fmt: str) -> bytes:
+        if not vis.everything:
+            serial = journal.last_serial(tx)
+            page = svc.renders.get_or_render(
+                ("simple-index", serial, fmt, vis.key),
+                lambda: shared_pages.make_page(
+                    (_render_index_json(tx, serial, vis) if fmt == "json" else _render_index_html(tx, vis)),
+                    str(serial),
+                ),
+            )
+            return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
+        version = str(journal.last_serial(tx)) if fmt == "json" else _name_set(tx)
     if fmt == "json":
-        return json.dumps(
-            {
-                "meta": {"api-version": API_VERSION, "_last-serial": serial},
-                "projects": [{"name": p["name"], "_last-serial": p["last_serial"]} for p in projects],
-            }
-        ).encode()
-    rows = "".join(
-        f'    <a href="/simple/{escape(p["normalized_name"])}/">{escape(p["name"])}</a><br/>\n'
-        for p in projects
-    )
-    return (
+        page = svc.pages.get(
+            "simple-index/json",
+            version,
+            lambda tx: str(journal.last_serial(tx)),
+            lambda tx: _render_index_json(tx, int(journal.last_serial(tx))),
+            max_age=JSON_INDEX_MAX_AGE,
+        )
+        serial = int(page.version)
+    else:
+        page = svc.pages.get("simple-index/html", version, _name_set, _render_index_html)
+        serial = None
+    if serial is None:
+        with svc.db.reading() as tx:
+            serial = journal.last_serial(tx)
+    return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
+
+
+_INDEX_SQL = "SELECT name, normalized_name, last_serial FROM projects ORDER BY normalized_name"
+
+
+def _render_index_html(tx, vis: access.Visibility | None = None) -> Iterator[bytes]:
+    yield (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
         f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
-        f"{rows}  </body>\n</html>\n"
     ).encode()
+    batch: list[str] = []
+    for name, normalized, _ in stream.rows(tx, _INDEX_SQL):
+        if vis is not None and not vis.shows(normalized):
+            continue
+        batch.append(f'    <a href="/simple/{escape(normalized)}/">{escape(name)}</a><br/>\n')
+        if len(batch) >= 10_000:
+            yield "".join(batch).encode()
+            batch = []
+    batch.append("  </body>\n</html>\n")
+    yield "".join(batch).encode()
+
+
+def _render_index_json(tx, serial: int, vis: access.Visibility | None = None) -> Iterator[bytes]:
+    meta = json.dumps({"api-version": API_VERSION, "_last-serial": serial})
+    yield f'{{"meta": {meta}, "projects": ['.encode()
+    dumps = json.dumps
+    batch: list[str] = []
+    first = True
+    for name, normalized, last_serial in stream.rows(tx, _INDEX_SQL):
+        if vis is not None and not vis.shows(normalized):
+            continue
+        batch.append(f'{"" if first else ", "}{{"name": {dumps(name)}, "_last-serial": {int(last_serial)}}}')
+        first = False
+        if len(batch) >= 10_000:
+            yield "".join(batch).encode()
+            batch = []
+    batch.append("]}")
+    yield "".join(batch).encode()
 
 
 @viewer.reads
@@ -127,16 +173,46 @@ def project(svc: Services, request: Request, name: str) -> Response:
             return error(404, f"Not Found: no project named {name!r}", kind=policy.MISSING, keys=[key])
         serial = row["last_serial"]
         urls = viewer.file_urls(svc, tx, row)
-        body = svc.renders.get_or_render(
-            ("simple", normalized, serial, fmt, urls.base),
-            lambda: _rendered(
-                _render_project(
-                    urls, row, packages.project_files(tx, row["id"]), packages.releases(tx, row["id"]), fmt
-                )
+        page = project_page(
+            svc,
+            tx,
+            f"simple/{normalized}/{fmt}",
+            serial,
+            lambda: _render_project(
+                urls, row, packages.project_files(tx, row["id"]), packages.releases(tx, row["id"]), fmt
             ),
+            base=urls.base,
         )
-    response = _response(body, content_type, serial, [key])
+    response = _response(request, page, content_type, serial, [key])
     return upstream.decorate(response) if upstream is not None else response
+
+
+def project_page(
+    svc: Services,
+    tx: Tx,
+    name: str,
+    serial: int,
+    render: Callable[[], bytes | None],
+    *,
+    base: str | None = None,
+) -> Page | None:
+    """A project's page at ``serial`` with file links under ``base`` (default: the index's
+    files URL): this process's cache, else the deployment's stored copy (large pages only),
+    else rendered (and stored when large)."""
+    version = f"{serial} {svc.urls.base if base is None else base}"
+    key = (name, version)
+    found = svc.renders.get(key)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    page = shared_pages.stored(tx, name, version)
+    if page is None:
+        body = render()
+        if body is None:
+            return None
+        page = shared_pages.make_page(body, version)
+        shared_pages.store_large(tx, name, page)
+    svc.renders.put(key, page)
+    return page
 
 
 def _render_project(urls: URLBuilder, project_row, files: list, releases: list, fmt: str) -> bytes:

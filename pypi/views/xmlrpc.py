@@ -26,7 +26,8 @@ from pypi.index import access, cache_keys, journal, packages
 from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
-from pypi.views import json_api, upload, viewer
+from pypi.views import json_api, upload, viewer, xmlrpc_lists
+from pypi.views.encoding import page_response
 from pypi.views.file_info import file_info
 from pypi.views.responses import error, tag
 
@@ -89,13 +90,31 @@ def rpc(svc: Services, request: Request) -> Response:
         inspect.signature(func).bind(svc, None, *params)
     except TypeError as exc:
         return _fault(INVALID_PARAMS, f"server error; invalid method parameters for {method}: {exc}")
+    writer = xmlrpc_lists.WRITERS.get(method)
+    if method == "changelog_since_serial" and (not isinstance(params[0], int) or isinstance(params[0], bool)):
+        return _fault(
+            INVALID_PARAMS,
+            f"server error; invalid method parameters for {method}: "
+            f"serial must be an integer, not {type(params[0]).__name__}",
+        )
+    if writer is not None:
+        with svc.db.reading() as tx:
+            if not _visibility(svc, tx).everything:
+                writer = None  # private projects hidden from this caller: the filtering methods answer
+    if writer is not None and method in xmlrpc_lists.SHARED:  # the whole index: rendered once
+        return _shared_list(svc, request, method)
     with svc.db.transaction() as tx:
-        try:
-            result = func(svc, tx, *params)
-        except InvalidParams as exc:
-            return _fault(INVALID_PARAMS, f"server error; invalid method parameters for {method}: {exc}")
         serial = journal.last_serial(tx)
-    response = _xml(xmlrpc.client.dumps((result,), methodresponse=True, encoding="utf-8"))
+        if writer is not None:  # the long lists: written from a cursor, not built as Python values
+            body = writer(tx, *params)
+        else:
+            try:
+                result = func(svc, tx, *params)
+            except InvalidParams as exc:
+                return _fault(INVALID_PARAMS, f"server error; invalid method parameters for {method}: {exc}")
+            body = xmlrpc.client.dumps((result,), methodresponse=True, encoding="utf-8").encode("utf-8")
+    response = Response(body=body, content_type="text/xml", charset="utf-8")
+    tag(response, policy.INDEX, [cache_keys.INDEX_KEY])
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     return response
 
@@ -118,6 +137,23 @@ def _oversized_int(value: Any, depth: int = 0) -> int | None:
     if depth < 32 and isinstance(value, dict):
         return _oversized_int(list(value.values()), depth + 1)
     return None
+def _shared_list(svc: Services, request: Request, method: str) -> Response:
+    """list_packages(_with_serial): the stored answer, re-written at most once a second
+    (pypi.index.shared_pages), and gzip-encoded for clients that accept it (bandersnatch does)."""
+    with svc.db.reading() as tx:
+        serial = str(journal.last_serial(tx))
+    writer = xmlrpc_lists.WRITERS[method]
+    page = svc.pages.get(
+        f"xmlrpc/{method}",
+        serial,
+        lambda tx: str(journal.last_serial(tx)),
+        writer,
+        max_age=xmlrpc_lists.MAX_AGE,
+    )
+    response = page_response(request, page, "text/xml")
+    response.charset = "utf-8"
+    response.headers["X-PyPI-Last-Serial"] = page.version
+    return tag(response, policy.INDEX, [cache_keys.INDEX_KEY])
 
 
 def _xml(text: str) -> Response:

@@ -47,7 +47,7 @@ def test_simple_pages_are_index_kind_with_vary_accept(demo, accept):
         response = demo.get(path, headers={"Accept": accept})
         assert response.content_type == accept
         assert_index(response, key)
-        assert response.headers["Vary"] == "Accept"
+        assert response.headers["Vary"] == "Accept, Accept-Encoding"
 
 
 @pytest.mark.parametrize("path", ["/simple/", "/simple/demo/", "/pypi/demo/json", "/pypi/demo/1.0/json"])

@@ -1,0 +1,275 @@
+"""Pages rendered once for the whole deployment and kept in the database (table stored_pages).
+
+``/simple/`` lists every project (600,000 names on pypi.org, tens of MB);
+rendering it in every worker process after every change cost seconds each.
+Here the first process that finds the stored page out of date renders it
+under a lock and stores it, with its gzip form; every other process (and
+host) reads the stored bytes, or goes on serving the page it holds while
+the render runs. Large project pages (10,000 files) are stored the same way,
+keyed by the project's serial.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from pypi.index.db import Database, DatabaseError, Tx
+
+log = logging.getLogger(__name__)
+
+#: Pages at least this large are stored in the database for every process; smaller ones
+#: are cheaper to render than to fetch.
+STORE_MIN_BYTES = 256 * 1024
+GZIP_LEVEL = 6
+#: Pages written from a stream (/simple/, the XML-RPC lists: tens of MB) are compressed faster,
+#: and only their gzip form is kept: a client that does not accept gzip gets it decompressed
+#: as it is sent. Each process then holds a few MB for them, not a hundred.
+STREAM_GZIP_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered page, its gzip form and its ETag; ``version`` is what it was rendered from."""
+
+    body: bytes
+    gzip: bytes
+    etag: str
+    version: str
+    #: time.time() when it was rendered.
+    rendered: float = 0.0
+    #: The length of the page (``body`` is empty when only the gzip form is kept).
+    size: int = -1
+
+    @property
+    def has_body(self) -> bool:
+        return self.size < 0 or len(self.body) == self.size
+
+    @property
+    def length(self) -> int:
+        return len(self.body) if self.size < 0 else self.size
+
+
+def make_page(body: bytes | Iterable[bytes], version: str) -> Page:
+    """A Page from the body (or its chunks, compressed as they come)."""
+    if isinstance(body, bytes):
+        return Page(
+            body,
+            gzip.compress(body, GZIP_LEVEL, mtime=0),
+            hashlib.md5(body).hexdigest(),
+            version,
+            time.time(),
+        )
+    md5 = hashlib.md5()
+    size = 0
+    packed: list[bytes] = []
+    z = zlib.compressobj(STREAM_GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    for chunk in body:
+        md5.update(chunk)
+        size += len(chunk)
+        packed.append(z.compress(chunk))
+    packed.append(z.flush())
+    return Page(b"", b"".join(packed), md5.hexdigest(), version, time.time(), size)
+
+
+def gunzipped(data: bytes, block: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed form of ``data``, in blocks (memory stays at one block)."""
+    z = zlib.decompressobj(31)
+    for start in range(0, len(data), block // 8):
+        out = z.decompress(data[start : start + block // 8])
+        if out:
+            yield out
+    tail = z.flush()
+    if tail:
+        yield tail
+
+
+def _lock_id(page: str) -> int:
+    return int.from_bytes(hashlib.sha256(page.encode()).digest()[:4], "big", signed=True)
+
+
+class SharedPages:
+    """Each process keeps the latest Page of each shared page; the database keeps one for all."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._latest: dict[str, Page] = {}
+        self._lock = threading.Lock()
+        self._rendering: dict[str, threading.Lock] = {}
+
+    def get(
+        self,
+        page: str,
+        version: str,
+        version_now: Callable[[Tx], str],
+        render: Callable[[Tx], bytes | Iterable[bytes]],
+        *,
+        max_age: float = 0.0,
+    ) -> Page:
+        """The page at ``version`` (just read by the caller), rendered once for the deployment.
+
+        ``version_now(tx)`` reads the version again inside the render's transaction, and
+        ``render(tx)`` renders it. A page differing from ``version`` but rendered less than
+        ``max_age`` s ago is served as it is; while another process renders, the page held
+        (or stored) is served rather than waited for.
+        """
+        held = self._latest.get(page)
+        if held is not None and (held.version == version or time.time() - held.rendered < max_age):
+            return held
+        stored = self._stored(page, version, max_age)
+        if stored is not None:
+            return self._hold(page, stored)
+        local = self._local_lock(page)
+        if not local.acquire(blocking=held is None):
+            return held  # another thread of this process renders it now
+        try:
+            held = self._latest.get(page) or held
+            if held is not None and held.version == version:
+                return held  # another thread of this process rendered it while this one waited
+            fresh = self._render(page, version_now, render, wait=held is None)
+            if fresh is None:  # another process renders it: serve the page held meanwhile
+                stored = self._stored(page, None, 0.0)
+                return self._hold(page, stored) if stored is not None else held  # type: ignore[return-value]
+            return self._hold(page, fresh)
+        finally:
+            local.release()
+
+    def _hold(self, page: str, value: Page) -> Page:
+        with self._lock:
+            held = self._latest.get(page)
+            if held is None or held.rendered <= value.rendered:
+                self._latest[page] = value
+        return value
+
+    def _local_lock(self, page: str) -> threading.Lock:
+        with self._lock:
+            return self._rendering.setdefault(page, threading.Lock())
+
+    def _stored(self, page: str, version: str | None, max_age: float) -> Page | None:
+        """The stored page if it is at ``version`` (None: any) or younger than ``max_age``."""
+        with self.db.reading() as tx:
+            row = tx.one("SELECT version, rendered FROM stored_pages WHERE page = ?", (page,))
+            if row is None:
+                return None
+            rendered = _epoch(row["rendered"])
+            if version is not None and row["version"] != version and time.time() - rendered >= max_age:
+                return None
+            held = self._latest.get(page)
+            if held is not None and held.version == row["version"]:
+                return held
+            full = tx.one(
+                "SELECT version, etag, body, gzip_body, rendered, size FROM stored_pages WHERE page = ?",
+                (page,),
+            )
+        if full is None:
+            return None
+        return Page(
+            bytes(full["body"]),
+            bytes(full["gzip_body"]),
+            full["etag"],
+            full["version"],
+            _epoch(full["rendered"]),
+            int(full["size"]),
+        )
+
+    def _render(
+        self,
+        page: str,
+        version_now: Callable[[Tx], str],
+        render: Callable[[Tx], bytes | Iterable[bytes]],
+        *,
+        wait: bool,
+    ) -> Page | None:
+        """Render and store under the deployment-wide lock; None if another process holds it."""
+        with self.db.transaction(write=True) as tx:
+            if tx.dialect == "postgresql":
+                if wait:
+                    tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_id(page),))
+                elif not tx.scalar("SELECT pg_try_advisory_xact_lock(?)", (_lock_id(page),)):
+                    return None
+            version = version_now(tx)
+            done = stored(tx, page, version)
+            if done is not None:
+                return done  # rendered by another process meanwhile
+            fresh = make_page(render(tx), version)
+            store(tx, page, fresh)
+            return fresh
+
+
+def store(tx: Tx, page: str, value: Page) -> None:
+    """Insert or replace the stored page."""
+    blob = _blob(tx)
+    tx.execute(
+        "INSERT INTO stored_pages (page, version, etag, body, gzip_body, rendered, size) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (page) DO UPDATE SET version = excluded.version, etag = excluded.etag, "
+        "body = excluded.body, gzip_body = excluded.gzip_body, rendered = excluded.rendered, "
+        "size = excluded.size",
+        (
+            page,
+            value.version,
+            value.etag,
+            blob(value.body),
+            blob(value.gzip),
+            _iso(value.rendered),
+            value.length,
+        ),
+    )
+
+
+def stored(tx: Tx, page: str, version: str) -> Page | None:
+    """The stored page at exactly ``version``, or None."""
+    row = tx.one(
+        "SELECT version, etag, body, gzip_body, rendered, size FROM stored_pages "
+        "WHERE page = ? AND version = ?",
+        (page, version),
+    )
+    if row is None:
+        return None
+    return Page(
+        bytes(row["body"]),
+        bytes(row["gzip_body"]),
+        row["etag"],
+        row["version"],
+        _epoch(row["rendered"]),
+        int(row["size"]),
+    )
+
+
+def store_large(tx: Tx, page: str, value: Page) -> None:
+    """Store ``value`` for every process if it is large enough to be worth fetching.
+
+    Best effort, inside the caller's (reading) transaction: a failure only means
+    another process renders the page too.
+    """
+    if len(value.body) < STORE_MIN_BYTES:
+        return
+    try:
+        store(tx, page, value)
+    except DatabaseError as exc:
+        log.info("could not store %s: %s", page, exc)
+
+
+def _blob(tx: Tx) -> Callable[[bytes], object]:
+    if tx.dialect == "postgresql":
+        import psycopg2
+
+        return psycopg2.Binary
+    return lambda b: b
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
+
+
+def _epoch(iso: str) -> float:
+    import calendar
+
+    head, _, frac = iso.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))

@@ -1,0 +1,104 @@
+"""Rows read in batches as plain tuples, for the lists that run to millions of rows.
+
+``Tx.all`` builds one dict per row in memory; at pypi.org's size (600,000
+projects, 6,000,000 files) that is seconds of Python and gigabytes. These
+helpers keep memory flat: a server-side cursor on PostgreSQL, ``fetchmany``
+on SQLite, and tuples instead of dicts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pypi.index.db import Tx, _pg_sql
+
+_names = itertools.count()
+
+
+def rows(tx: Tx, sql: str, params: Sequence[Any] = (), *, batch: int = 10_000) -> Iterator[tuple]:
+    """Every row of ``sql`` as a tuple, fetched ``batch`` rows at a time."""
+    if tx.dialect == "sqlite":
+        cur = tx.conn.cursor()
+        cur.row_factory = None
+        try:
+            cur.execute(sql, tuple(params))
+            while chunk := cur.fetchmany(batch):
+                yield from chunk
+        finally:
+            cur.close()
+        return
+    import psycopg2.extensions
+
+    # A named cursor is a server-side cursor; outside a transaction (autocommit) it must be WITH HOLD.
+    cur = tx.conn.cursor(
+        name=f"cloudpypi_stream_{next(_names)}",
+        cursor_factory=psycopg2.extensions.cursor,
+        withhold=bool(tx.conn.autocommit),
+    )
+    cur.itersize = batch
+    try:
+        cur.execute(_pg_sql(sql), tuple(params))
+        yield from cur
+    finally:
+        cur.close()
+
+
+def keyset(
+    tx_factory: Any, select: str, key_column: str, *, batch: int = 10_000, where: str = ""
+) -> Iterator[tuple]:
+    """Every row of ``select`` in ``key_column`` order, one short transaction per ``batch`` rows.
+
+    ``select`` is ``SELECT <key_column>, ... FROM ...`` (the key first); ``where`` extra conditions.
+    No transaction stays open for the whole walk, so a long fsck holds no snapshot for minutes.
+    """
+    last: Any = None
+    while True:
+        conds = [c for c in (where, f"{key_column} > ?" if last is not None else "") if c]
+        sql = select + (" WHERE " + " AND ".join(conds) if conds else "")
+        sql += f" ORDER BY {key_column} LIMIT ?"
+        params = ([last] if last is not None else []) + [batch]
+        with tx_factory() as tx:
+            chunk = list(rows(tx, sql, params, batch=batch))
+        yield from chunk
+        if len(chunk) < batch:
+            return
+        last = chunk[-1][0]
+
+
+_OBJECTS_SQL = (
+    "SELECT f.path{c}, f.filename, f.size, f.sha256_digest, f.metadata_sha256, r.version, p.normalized_name "
+    "FROM files f JOIN releases r ON r.id = f.release_id JOIN projects p ON p.id = r.project_id"
+)
+_OBJECT_COLUMNS = (
+    "path",
+    "filename",
+    "size",
+    "sha256_digest",
+    "metadata_sha256",
+    "version",
+    "normalized_name",
+)
+
+
+def referenced_objects(db: Any, *, batch: int = 10_000) -> Iterator[Any]:
+    """Every object the database references (pypi.index.objects.StoredObject), in code-point order
+    of path, read in pages of ``batch`` file rows: memory stays flat at any size."""
+    import heapq
+
+    from pypi.index.objects import objects_of
+
+    collate = ' COLLATE "C"' if db.dialect == "postgresql" else ""
+    select = _OBJECTS_SQL.replace("{c}", collate)
+    key = f"f.path{collate}"
+    pending: list[tuple[str, int, Any]] = []  # a wheel's X.whl.metadata may sort after other files
+    order = itertools.count()
+    for row in keyset(db.transaction, select, key, batch=batch):
+        path = row[0]
+        while pending and pending[0][0] <= path:
+            yield heapq.heappop(pending)[2]
+        for obj in objects_of(dict(zip(_OBJECT_COLUMNS, row, strict=True))):
+            heapq.heappush(pending, (obj.path, next(order), obj))
+    while pending:
+        yield heapq.heappop(pending)[2]
