@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import xmlrpc.client
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,7 +48,8 @@ def test_xmlrpc_lists_are_the_bytes_dumps_writes(testapp, db, method):
     with db.transaction() as tx:
         from pypi.views import xmlrpc as views
 
-        expected_value = views.METHODS[method](None, tx, *params)
+        anonymous_public = SimpleNamespace(config=SimpleNamespace(access=SimpleNamespace(read="public")))
+        expected_value = views.METHODS[method](anonymous_public, tx, *params)
         streamed = xmlrpc_lists.WRITERS[method](tx, *params)
     expected = xmlrpc.client.dumps((expected_value,), methodresponse=True, encoding="utf-8")
     assert streamed == expected.encode("utf-8")
