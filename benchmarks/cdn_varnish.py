@@ -56,21 +56,28 @@ def ensure_tools() -> None:
         subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
         subprocess.run(
             [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *sorted(missing)],
-            check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
 
 
 def wrk(url: str, duration: int) -> dict:
     """``wrk -t2 -c16 -dN`` on ``url``: requests per second, latency and error counts."""
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{duration}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{duration}s", "--latency", url], capture_output=True, text=True, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p50 = re.search(r"50%\s+([\d.]+\w+)", out)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-    return {"requests_per_second": rps, "requests": total, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "latency_p50": p50.group(1) if p50 else None, "latency_p99": p99.group(1) if p99 else None}
+    return {
+        "requests_per_second": rps,
+        "requests": total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "latency_p50": p50.group(1) if p50 else None,
+        "latency_p99": p99.group(1) if p99 else None,
+    }
 
 
 def start_nginx(folder: str, page: bytes) -> tuple[subprocess.Popen, int]:
@@ -137,11 +144,23 @@ def upload(app_url: str, folder: str, version: str) -> None:
     """One upload of a fresh wheel straight to the application (the legacy API, as twine sends it)."""
     path = make_wheel(folder, NAME, version)
     data = open(path, "rb").read()
-    fields = {":action": "file_upload", "protocol_version": "1", "metadata_version": "2.1", "name": NAME,
-              "version": version, "filetype": "bdist_wheel", "pyversion": "py3",
-              "sha256_digest": hashlib.sha256(data).hexdigest()}
-    r = requests.post(f"{app_url}/legacy/", data=fields, auth=("bench", PASSWORD), timeout=60,
-                      files={"content": (os.path.basename(path), data, "application/octet-stream")})
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "metadata_version": "2.1",
+        "name": NAME,
+        "version": version,
+        "filetype": "bdist_wheel",
+        "pyversion": "py3",
+        "sha256_digest": hashlib.sha256(data).hexdigest(),
+    }
+    r = requests.post(
+        f"{app_url}/legacy/",
+        data=fields,
+        auth=("bench", PASSWORD),
+        timeout=60,
+        files={"content": (os.path.basename(path), data, "application/octet-stream")},
+    )
     r.raise_for_status()
 
 
@@ -150,12 +169,18 @@ def run(duration: int, purges: int) -> dict:
     folder = tempfile.mkdtemp(prefix="cloudpypi-bench-cdn-")
     os.chmod(folder, 0o755)
     vport = free_port()
-    config = write_config(os.path.join(folder, "config.ini"), {
-        "server": {"data_dir": os.path.join(folder, "data"), "threads": "8"},
-        "database": {"url": f"sqlite:///{folder}/cloudpypi.sqlite3"},
-        "cdn": {"purge": "varnish", "varnish_urls": f"http://127.0.0.1:{vport}/",
-                "files_url": f"http://127.0.0.1:{vport}/packages/"},
-    })
+    config = write_config(
+        os.path.join(folder, "config.ini"),
+        {
+            "server": {"data_dir": os.path.join(folder, "data"), "threads": "8"},
+            "database": {"url": f"sqlite:///{folder}/cloudpypi.sqlite3"},
+            "cdn": {
+                "purge": "varnish",
+                "varnish_urls": f"http://127.0.0.1:{vport}/",
+                "files_url": f"http://127.0.0.1:{vport}/packages/",
+            },
+        },
+    )
     cloudpypi("adduser", "bench", "--password", PASSWORD, config=config)
     app = start_server(config)
     varnish = nginx = None
@@ -217,11 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     v, n, a = results["varnish"], results["nginx_static"], results["app_direct"]
     print(f"/simple/{NAME}/ ({results['page_bytes']} bytes), wrk -t2 -c16 -d{args.duration}s")
     print(f"  nginx, static file     {n['requests_per_second']:>10.0f} req/s  p99 {n['latency_p99']}")
-    print(f"  Varnish (shipped VCL)  {v['requests_per_second']:>10.0f} req/s  p99 {v['latency_p99']}"
-          f"  = {results['varnish_vs_nginx']:.0%} of nginx")
+    print(
+        f"  Varnish (shipped VCL)  {v['requests_per_second']:>10.0f} req/s  p99 {v['latency_p99']}"
+        f"  = {results['varnish_vs_nginx']:.0%} of nginx"
+    )
     print(f"  application, no cache  {a['requests_per_second']:>10.0f} req/s  p99 {a['latency_p99']}")
-    print(f"  requests that reached the application during the Varnish run: {v['requests_reaching_app']}"
-          f" for {v['uploads_during_run']} uploads (purges); fresh afterwards: {v['fresh_after_run']}")
+    print(
+        f"  requests that reached the application during the Varnish run: {v['requests_reaching_app']}"
+        f" for {v['uploads_during_run']} uploads (purges); fresh afterwards: {v['fresh_after_run']}"
+    )
     print(f"results: {os.path.relpath(RESULTS, ROOT)}")
     return 0
 

@@ -140,9 +140,16 @@ def build(*, repetitions: int, with_huge: bool, log=print) -> Dataset:
                 manifest["large"][key] = size
                 _save(manifest_path, manifest)
             large[name].append(path)
-    return Dataset(small, large, fresh, meta={"projects": PROJECTS, "versions": VERSIONS,
-                                               "large_sizes": {k: os.path.getsize(v[0])
-                                                               for k, v in large.items()}})
+    return Dataset(
+        small,
+        large,
+        fresh,
+        meta={
+            "projects": PROJECTS,
+            "versions": VERSIONS,
+            "large_sizes": {k: os.path.getsize(v[0]) for k, v in large.items()},
+        },
+    )
 
 
 def _save(path: str, manifest: dict) -> None:

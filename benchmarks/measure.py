@@ -65,8 +65,19 @@ def parse_wrk(output: str) -> WrkResult:
 
 def wrk(url: str, *, seconds: int, threads: int = 2, connections: int = 16) -> WrkResult:
     """One wrk run against ``url`` (Accept: text/html, as pip's older versions send)."""
-    out = run([peers.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "-H", "Accept: text/html", url], timeout=seconds + 60)
+    out = run(
+        [
+            peers.which("wrk") or "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            "Accept: text/html",
+            url,
+        ],
+        timeout=seconds + 60,
+    )
     return parse_wrk(out.stdout)
 
 

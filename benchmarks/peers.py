@@ -54,8 +54,7 @@ def ensure_venv(name: str, log=print) -> str:
     log(f"installing {name}: {' '.join(wanted)}")
     shutil.rmtree(folder, ignore_errors=True)
     run([_base_python(), "-m", "venv", folder], timeout=120)
-    pip = [os.path.join(folder, "bin", "python"), "-m", "pip", "install", "-q",
-           "--disable-pip-version-check"]
+    pip = [os.path.join(folder, "bin", "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     run([*pip, "--upgrade", "pip"], timeout=300)
     run([*pip, *wanted], timeout=600)
     with open(stamp, "w") as f:
@@ -98,8 +97,14 @@ def ensure_all(log=print) -> dict[str, str]:
 
 
 def _pip_version(venv: str, dist: str) -> str:
-    out = run([os.path.join(VENVS, venv, "bin", "python"), "-c",
-               f"import importlib.metadata as m; print(m.version({dist!r}))"], timeout=60)
+    out = run(
+        [
+            os.path.join(VENVS, venv, "bin", "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({dist!r}))",
+        ],
+        timeout=60,
+    )
     return out.stdout.strip()
 
 

@@ -145,12 +145,23 @@ def wait_http(url: str, proc: Proc, *, timeout: float = 60.0, ok=(200, 401, 403)
         time.sleep(0.1)
 
 
-def run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
-        cwd: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """Run a command to completion (bounded by ``timeout``), capturing its output."""
     result = subprocess.run(
-        list(cmd), capture_output=True, text=True, timeout=timeout, cwd=cwd,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        list(cmd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
     if check and result.returncode != 0:
         raise ProcessError(

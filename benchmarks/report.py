@@ -98,11 +98,20 @@ def build_table(results: dict) -> dict:
         ratios_limit = {n: _ratio(cells[n], limit) for n in ours}
         if not any(cells.values()) and not limit:
             continue
-        rows.append({
-            "metric": m.key, "label": m.label, "unit": m.unit, "higher_is_better": m.higher,
-            "servers": cells, "limit": limit, "limit_source": limit_name, "best_peer": best,
-            "ratio_best_peer": ratios_peer, "ratio_limit": ratios_limit,
-        })
+        rows.append(
+            {
+                "metric": m.key,
+                "label": m.label,
+                "unit": m.unit,
+                "higher_is_better": m.higher,
+                "servers": cells,
+                "limit": limit,
+                "limit_source": limit_name,
+                "best_peer": best,
+                "ratio_best_peer": ratios_peer,
+                "ratio_limit": ratios_limit,
+            }
+        )
     return {"cloudpypi": ours, "peers": peers, "rows": rows}
 
 
@@ -196,13 +205,23 @@ def markdown(results: dict, table: dict, targets: list[dict]) -> str:
         unit = f" ({m.unit})" if m.unit and m.unit not in m.label else ""
         best = row["best_peer"]
         best_text = f"{_cell(best, m)} {best['server']}" if best else "—"
-        cells = [f"{label}{unit}", *(_cell(row["servers"].get(n), m) for n in ours),
-                 *(_cell(row["servers"].get(n), m) for n in peers),
-                 _cell(row["limit"], m), best_text, _ratios(row["ratio_best_peer"]),
-                 _ratios(row["ratio_limit"]) if row["limit"] else "—"]
+        cells = [
+            f"{label}{unit}",
+            *(_cell(row["servers"].get(n), m) for n in ours),
+            *(_cell(row["servers"].get(n), m) for n in peers),
+            _cell(row["limit"], m),
+            best_text,
+            _ratios(row["ratio_best_peer"]),
+            _ratios(row["ratio_limit"]) if row["limit"] else "—",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Targets (issue 5)", "", "| target | " + " | ".join(ours) + " |",
-              "|---|" + "---|" * len(ours)]
+    lines += [
+        "",
+        "## Targets (issue 5)",
+        "",
+        "| target | " + " | ".join(ours) + " |",
+        "|---|" + "---|" * len(ours),
+    ]
     for t in targets:
         cells = []
         for name in ours:

@@ -73,8 +73,19 @@ class Server:
 def twine(server: Server, files: list[str], *, timeout: float = 900) -> subprocess.CompletedProcess:
     """``twine upload`` of ``files`` to the server; ProcessError when twine fails."""
     return run(
-        [TWINE, "upload", "--repository-url", server.upload_url, "-u", server.user, "-p", server.password,
-         "--disable-progress-bar", "--non-interactive", *files],
+        [
+            TWINE,
+            "upload",
+            "--repository-url",
+            server.upload_url,
+            "-u",
+            server.user,
+            "-p",
+            server.password,
+            "--disable-progress-bar",
+            "--non-interactive",
+            *files,
+        ],
         timeout=timeout,
         env={"TWINE_CERT": "", "NO_COLOR": "1"},
     )
@@ -94,22 +105,51 @@ def load(server: Server, data: Dataset) -> float:
 
 
 # -- CloudPyPI -------------------------------------------------------------
-def _cloudpypi(name: str, folder: str, *, database: str, storage: dict[str, str],
-               cleanup: list[Callable[[], None]], notes: list[str], workers: str = "auto") -> Server:
+def _cloudpypi(
+    name: str,
+    folder: str,
+    *,
+    database: str,
+    storage: dict[str, str],
+    cleanup: list[Callable[[], None]],
+    notes: list[str],
+    workers: str = "auto",
+) -> Server:
     """CloudPyPI under ``cloudpypi serve``; ``workers = auto`` (one process per core, as the README
     advises for a busy index) unless a benchmark measures one process."""
     config = os.path.join(folder, "config.ini")
-    write_config(config, {
-        "server": {"data_dir": os.path.join(folder, "data"), "workers": workers},
-        "webui": {"max_upload_size": "2G"},
-        "database": {"url": database},
-        "storage": storage,
-    })
-    run([sys.executable, "-m", "pypi.cli", "adduser", USER, "--password", PASSWORD, "--config", config],
-        timeout=120, cwd=ROOT)
+    write_config(
+        config,
+        {
+            "server": {"data_dir": os.path.join(folder, "data"), "workers": workers},
+            "webui": {"max_upload_size": "2G"},
+            "database": {"url": database},
+            "storage": storage,
+        },
+    )
+    run(
+        [sys.executable, "-m", "pypi.cli", "adduser", USER, "--password", PASSWORD, "--config", config],
+        timeout=120,
+        cwd=ROOT,
+    )
     port = free_port()
-    proc = spawn(name, [sys.executable, "-m", "pypi.cli", "serve", "--config", config,
-                        "--host", "127.0.0.1", "--port", str(port)], log_dir=folder, cwd=ROOT)
+    proc = spawn(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "pypi.cli",
+            "serve",
+            "--config",
+            config,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        log_dir=folder,
+        cwd=ROOT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/simple/", proc, timeout=60)
@@ -141,15 +181,23 @@ def _postgres(cleanup: list[Callable[[], None]]) -> str:
 
 def start_cloudpypi_sqlite_local(name: str, folder: str, workers: str = "auto") -> Server:
     cleanup: list[Callable[[], None]] = []
-    return _cloudpypi(name, folder, database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
-                      storage={"backend": "local"}, cleanup=cleanup, notes=[], workers=workers)
+    return _cloudpypi(
+        name,
+        folder,
+        database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
+        storage={"backend": "local"},
+        cleanup=cleanup,
+        notes=[],
+        workers=workers,
+    )
 
 
 def start_cloudpypi_pg_local(name: str, folder: str) -> Server:
     cleanup: list[Callable[[], None]] = []
     try:
-        return _cloudpypi(name, folder, database=_postgres(cleanup), storage={"backend": "local"},
-                          cleanup=cleanup, notes=[])
+        return _cloudpypi(
+            name, folder, database=_postgres(cleanup), storage={"backend": "local"}, cleanup=cleanup, notes=[]
+        )
     except BaseException:
         _run_all(cleanup)
         raise
@@ -174,8 +222,14 @@ def start_cloudpypi_pg_s3(name: str, folder: str) -> Server:
             "access_key_id": moto.access_key_id,
             "secret_access_key": moto.secret_access_key,
         }
-        return _cloudpypi(name, folder, database=database, storage=storage, cleanup=cleanup,
-                          notes=["moto's server (the object store) is not counted in the server's RSS"])
+        return _cloudpypi(
+            name,
+            folder,
+            database=database,
+            storage=storage,
+            cleanup=cleanup,
+            notes=["moto's server (the object store) is not counted in the server's RSS"],
+        )
     except BaseException:
         _run_all(cleanup)
         raise
@@ -203,14 +257,30 @@ def start_pypiserver_gevent(name: str, folder: str) -> Server:
     conf = os.path.join(folder, "gunicorn.conf.py")
     with open(conf, "w") as f:
         f.write('errorlog = "-"\npreload_app = True\nworkers = 1\nworker_class = "gevent"\n')
-    proc = spawn(name, [peers.venv_bin("pypiserver", "gunicorn"), "-c", conf, "-b", f"127.0.0.1:{port}",
-                        _pypiserver_app(packages)], log_dir=folder, cwd=folder)
-    server = _pypiserver(name, port, proc, [
-        "gunicorn, 1 gevent worker, preload_app (the container's gunicorn.conf.py), watchdog listing "
-        "cache (the container's requirements); no upload authentication",
-        "small wheels loaded by one twine process: with 2 or 4 at once, responses broke off "
-        "(IncompleteRead) and twine's retry got 400 'already exists'",
-    ])
+    proc = spawn(
+        name,
+        [
+            peers.venv_bin("pypiserver", "gunicorn"),
+            "-c",
+            conf,
+            "-b",
+            f"127.0.0.1:{port}",
+            _pypiserver_app(packages),
+        ],
+        log_dir=folder,
+        cwd=folder,
+    )
+    server = _pypiserver(
+        name,
+        port,
+        proc,
+        [
+            "gunicorn, 1 gevent worker, preload_app (the container's gunicorn.conf.py), watchdog listing "
+            "cache (the container's requirements); no upload authentication",
+            "small wheels loaded by one twine process: with 2 or 4 at once, responses broke off "
+            "(IncompleteRead) and twine's retry got 400 'already exists'",
+        ],
+    )
     server.loaders = 1
     return server
 
@@ -220,11 +290,31 @@ def start_pypiserver_4sync(name: str, folder: str) -> Server:
     packages = os.path.join(folder, "packages")
     os.makedirs(packages, exist_ok=True)
     port = free_port()
-    proc = spawn(name, [peers.venv_bin("pypiserver-plain", "gunicorn"), "-w", "4", "--timeout", "600",
-                        "-b", f"127.0.0.1:{port}", _pypiserver_app(packages)], log_dir=folder, cwd=folder)
-    return _pypiserver(name, port, proc, ["`gunicorn -w4 'pypiserver:app(...)'` (its README), pypiserver "
-                                          "installed without the cache extra, --timeout 600 (the default "
-                                          "30 s can kill a worker mid-upload); no upload authentication"])
+    proc = spawn(
+        name,
+        [
+            peers.venv_bin("pypiserver-plain", "gunicorn"),
+            "-w",
+            "4",
+            "--timeout",
+            "600",
+            "-b",
+            f"127.0.0.1:{port}",
+            _pypiserver_app(packages),
+        ],
+        log_dir=folder,
+        cwd=folder,
+    )
+    return _pypiserver(
+        name,
+        port,
+        proc,
+        [
+            "`gunicorn -w4 'pypiserver:app(...)'` (its README), pypiserver "
+            "installed without the cache extra, --timeout 600 (the default "
+            "30 s can kill a worker mid-upload); no upload authentication"
+        ],
+    )
 
 
 def _pypiserver(name: str, port: int, proc: Proc, notes: list[str]) -> Server:
@@ -242,13 +332,34 @@ def start_devpi(name: str, folder: str) -> Server:
     """devpi-server with its defaults (waitress, 50 threads), an index bench/dev with no bases."""
     serverdir = os.path.join(folder, "server")
     clientdir = os.path.join(folder, "client")
-    run([peers.venv_bin("devpi", "devpi-init"), "--serverdir", serverdir, "--no-root-pypi",
-         "--root-passwd", "root-password"], timeout=120)
+    run(
+        [
+            peers.venv_bin("devpi", "devpi-init"),
+            "--serverdir",
+            serverdir,
+            "--no-root-pypi",
+            "--root-passwd",
+            "root-password",
+        ],
+        timeout=120,
+    )
     port = free_port()
     # The 1 GiB wheel plus its form does not fit devpi's default 1 GiB body limit.
-    proc = spawn(name, [peers.venv_bin("devpi", "devpi-server"), "--serverdir", serverdir,
-                        "--host", "127.0.0.1", "--port", str(port),
-                        "--max-request-body-size", str(4 * 1024**3)], log_dir=folder)
+    proc = spawn(
+        name,
+        [
+            peers.venv_bin("devpi", "devpi-server"),
+            "--serverdir",
+            serverdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-request-body-size",
+            str(4 * 1024**3),
+        ],
+        log_dir=folder,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/+api", proc, timeout=90)
@@ -275,10 +386,20 @@ def start_devpi(name: str, folder: str) -> Server:
         run([*devpi, "upload", "--from-dir", group], timeout=1800)
         shutil.rmtree(group, ignore_errors=True)
 
-    return Server(name, "peer", url, index + "/", index + "/+simple/", [proc], [],
-                  ["devpi-server defaults except --max-request-body-size 4 GiB (default 1 GiB); "
-                   "small wheels loaded with `devpi upload --from-dir`, large ones with twine"],
-                  uploader=devpi_upload)
+    return Server(
+        name,
+        "peer",
+        url,
+        index + "/",
+        index + "/+simple/",
+        [proc],
+        [],
+        [
+            "devpi-server defaults except --max-request-body-size 4 GiB (default 1 GiB); "
+            "small wheels loaded with `devpi upload --from-dir`, large ones with twine"
+        ],
+        uploader=devpi_upload,
+    )
 
 
 # -- the limits --------------------------------------------------------------
@@ -337,8 +458,16 @@ def start_nginx(name: str, folder: str, *, pages: dict[str, bytes], files: list[
     except ProcessError:
         stop(proc)
         raise
-    return Server(name, "limit", url, "", url + "/simple/", [proc], [],
-                  ["static copies of the pages, sendfile on, worker_processes auto"])
+    return Server(
+        name,
+        "limit",
+        url,
+        "",
+        url + "/simple/",
+        [proc],
+        [],
+        ["static copies of the pages, sendfile on, worker_processes auto"],
+    )
 
 
 def start_floor(name: str, folder: str) -> Server:
@@ -351,8 +480,16 @@ def start_floor(name: str, folder: str) -> Server:
     except ProcessError:
         stop(proc)
         raise
-    return Server(name, "limit", url, url + "/legacy/", url + "/simple/", [proc], [],
-                  ["reads the body in 1 MiB blocks and discards it"])
+    return Server(
+        name,
+        "limit",
+        url,
+        url + "/legacy/",
+        url + "/simple/",
+        [proc],
+        [],
+        ["reads the body in 1 MiB blocks and discards it"],
+    )
 
 
 # -- registry ----------------------------------------------------------------

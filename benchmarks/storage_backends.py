@@ -63,11 +63,21 @@ def _start_s3(name: str, folder: str) -> tuple[Server, Callable[[str], float] | 
         client = moto.client()
         client.create_bucket(Bucket="cloudpypi-bench")
         server = servers._cloudpypi(
-            name, folder, database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
-            storage={"backend": "s3", "bucket": "cloudpypi-bench", "endpoint_url": moto.endpoint_url,
-                     "region": "us-east-1", "access_key_id": moto.access_key_id,
-                     "secret_access_key": moto.secret_access_key},
-            cleanup=[moto.close], notes=["moto's server is not counted in the RSS"], workers="1")
+            name,
+            folder,
+            database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
+            storage={
+                "backend": "s3",
+                "bucket": "cloudpypi-bench",
+                "endpoint_url": moto.endpoint_url,
+                "region": "us-east-1",
+                "access_key_id": moto.access_key_id,
+                "secret_access_key": moto.secret_access_key,
+            },
+            cleanup=[moto.close],
+            notes=["moto's server is not counted in the RSS"],
+            workers="1",
+        )
     except BaseException:
         moto.close()
         raise
@@ -86,11 +96,21 @@ def _start_swift(name: str, folder: str) -> tuple[Server, Callable[[str], float]
     swift = start_swift(os.path.join(folder, "swift"))
     try:
         server = servers._cloudpypi(
-            name, folder, database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
-            storage={"backend": "swift", "auth_url": swift.auth_url, "auth_version": "1",
-                     "user": swift.user, "key": swift.key, "container": "cloudpypi-bench"},
-            cleanup=[swift.stop], notes=["the Swift servers and memcached are not counted in the RSS"],
-            workers="1")
+            name,
+            folder,
+            database="sqlite:///" + os.path.join(folder, "data", "db.sqlite3"),
+            storage={
+                "backend": "swift",
+                "auth_url": swift.auth_url,
+                "auth_version": "1",
+                "user": swift.user,
+                "key": swift.key,
+                "container": "cloudpypi-bench",
+            },
+            cleanup=[swift.stop],
+            notes=["the Swift servers and memcached are not counted in the RSS"],
+            workers="1",
+        )
     except BaseException:
         swift.stop()
         raise
@@ -112,8 +132,12 @@ STARTERS = {"local": _start_local, "s3": _start_s3, "swift": _start_swift}
 def _stats(samples: list[float]) -> dict | None:
     if not samples:
         return None
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "samples": samples}
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
 
 
 def main(*, quick: bool, only: tuple[str, ...]) -> int:
@@ -124,8 +148,14 @@ def main(*, quick: bool, only: tuple[str, ...]) -> int:
     files = {"10mb": _mid_wheels(reps)}
     if not quick:
         files["1gib"] = data.large["bench-huge"]
-    results: dict = {"meta": {"started": datetime.datetime.now().isoformat(timespec="seconds"),
-                              "repetitions": reps, "quick": quick}, "backends": {}}
+    results: dict = {
+        "meta": {
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "repetitions": reps,
+            "quick": quick,
+        },
+        "backends": {},
+    }
 
     log("== twine floor")
     floor: dict[str, list[float]] = {}
@@ -202,7 +232,8 @@ def _fmt(st: dict | None, digits: int = 2) -> str:
 
 def markdown(results: dict, files: dict[str, list[str]]) -> str:
     lines = [
-        "# Storage backends (issue 3)", "",
+        "# Storage backends (issue 3)",
+        "",
         f"- run: {results['meta']['started']}, {results['meta']['elapsed_s'] / 60:.1f} min, "
         f"{results['meta']['repetitions']} repetition(s); median (min–max)",
         "- CloudPyPI on SQLite; upload = `twine upload` wall time; plain = the store's own client "
@@ -210,7 +241,8 @@ def markdown(results: dict, files: dict[str, list[str]]) -> str:
         "floor = twine against an endpoint that discards the body",
         "- server share = CloudPyPI upload − twine floor: the time the server adds to twine's own; "
         "the target (≤ 1.3×) is checked on server share / plain (twine's process start and hashing "
-        "alone are ~0.5 s, more than a plain 10 MB upload takes)", "",
+        "alone are ~0.5 s, more than a plain 10 MB upload takes)",
+        "",
         "| backend | file | CloudPyPI upload (s) | twine floor (s) | server share (s) | plain client (s) "
         "| upload / plain | server share / plain | server peak RSS (MB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -218,8 +250,10 @@ def markdown(results: dict, files: dict[str, list[str]]) -> str:
     targets = []
     for backend, rec in results["backends"].items():
         if "start" in rec.get("errors", {}):
-            lines.append(f"| {backend} | — | not measured: {rec['errors']['start'].splitlines()[0][:120]} "
-                         "| | | | | | |")
+            lines.append(
+                f"| {backend} | — | not measured: {rec['errors']['start'].splitlines()[0][:120]} "
+                "| | | | | | |"
+            )
             continue
         for size in files:
             up = _stats(rec["upload_s"].get(size, []))
@@ -229,21 +263,29 @@ def markdown(results: dict, files: dict[str, list[str]]) -> str:
             share = up["median"] - floor["median"] if up and floor else None
             ratio = f"{up['median'] / plain['median']:.2f}×" if up and plain else "—"
             share_ratio = share / plain["median"] if share is not None and plain else None
-            lines.append(f"| {backend} | {size} | {_fmt(up)} | {_fmt(floor)} | "
-                         f"{'—' if share is None else f'{share:.2f}'} | {_fmt(plain)} | {ratio} | "
-                         f"{'—' if share_ratio is None else f'{share_ratio:.2f}×'} | {_fmt(rss, 0)} |")
+            lines.append(
+                f"| {backend} | {size} | {_fmt(up)} | {_fmt(floor)} | "
+                f"{'—' if share is None else f'{share:.2f}'} | {_fmt(plain)} | {ratio} | "
+                f"{'—' if share_ratio is None else f'{share_ratio:.2f}×'} | {_fmt(rss, 0)} |"
+            )
             if share_ratio is not None:
-                targets.append(f"- {backend} {size}: server share ≤ 1.3× the plain client's upload: "
-                               f"{'met' if share_ratio <= 1.3 else '**missed**'} ({share_ratio:.2f}×; "
-                               f"whole twine upload / plain: {ratio})")
+                targets.append(
+                    f"- {backend} {size}: server share ≤ 1.3× the plain client's upload: "
+                    f"{'met' if share_ratio <= 1.3 else '**missed**'} ({share_ratio:.2f}×; "
+                    f"whole twine upload / plain: {ratio})"
+                )
         big = _stats(rec["peak_rss_mb"].get("1gib", []))
         small = _stats(rec["peak_rss_mb"].get("10mb", []))
         if big:
-            targets.append(f"- {backend}: peak RSS for 1 GiB < 150 MB: "
-                           f"{'met' if big['median'] < 150 else '**missed**'} ({big['median']:.0f} MB)")
+            targets.append(
+                f"- {backend}: peak RSS for 1 GiB < 150 MB: "
+                f"{'met' if big['median'] < 150 else '**missed**'} ({big['median']:.0f} MB)"
+            )
         if big and small:
             growth = big["median"] / small["median"] - 1
-            targets.append(f"- {backend}: 1 GiB peak within 10 % of the 10 MB peak: "
-                           f"{'met' if growth <= 0.10 else '**missed**'} ({growth * 100:+.0f} %)")
+            targets.append(
+                f"- {backend}: 1 GiB peak within 10 % of the 10 MB peak: "
+                f"{'met' if growth <= 0.10 else '**missed**'} ({growth * 100:+.0f} %)"
+            )
     lines += ["", "## Targets", "", *targets]
     return "\n".join(lines) + "\n"

@@ -56,8 +56,9 @@ def _machine() -> str:
             mem = int(f.readline().split()[1]) // 1024 // 1024
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{os.cpu_count()} cores, {mem} GiB, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores, {mem} GiB, Linux {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 class Suite:
@@ -97,9 +98,14 @@ class Suite:
         selected = [n for n in ALL if not o.only or n in o.only]
         self.results["meta"] = {
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "quick": o.quick, "repetitions": o.repetitions, "wrk_seconds": o.wrk_seconds,
-            "wrk_threads": o.wrk_threads, "wrk_connections": o.wrk_connections,
-            "machine": _machine(), "selected": selected, "bench_project": BENCH_PROJECT,
+            "quick": o.quick,
+            "repetitions": o.repetitions,
+            "wrk_seconds": o.wrk_seconds,
+            "wrk_threads": o.wrk_threads,
+            "wrk_connections": o.wrk_connections,
+            "machine": _machine(),
+            "selected": selected,
+            "bench_project": BENCH_PROJECT,
         }
         self.log("peers: pypiserver, devpi (virtualenvs), nginx, wrk (apt)")
         self.results["meta"]["versions"] = peers.ensure_all(self.log)
@@ -122,23 +128,33 @@ class Suite:
         for key, label in (("bench-big", "200mb"), ("bench-huge", "1gib")):
             for i, path in enumerate(data.large.get(key, [])):
                 self.quiet(record, f"upload {label} #{i + 1}")
-                result = self._step(record, f"upload {label} #{i + 1}",
-                                    lambda p=path: measure.timed_upload(server, p))
+                result = self._step(
+                    record, f"upload {label} #{i + 1}", lambda p=path: measure.timed_upload(server, p)
+                )
                 if result is None:
                     continue
                 record["metrics"].setdefault(f"upload_{label}_s", []).append(result.seconds)
                 record["metrics"].setdefault(f"upload_{label}_rss_mb", []).append(result.peak_rss_mb)
                 record.setdefault("rss_before_upload_mb", []).append(result.rss_before_mb)
-                self.log(f"  upload {label} #{i + 1}: {result.seconds:.2f} s, peak RSS "
-                         f"{result.peak_rss_mb:.0f} MB (before {result.rss_before_mb:.0f} MB)")
+                self.log(
+                    f"  upload {label} #{i + 1}: {result.seconds:.2f} s, peak RSS "
+                    f"{result.peak_rss_mb:.0f} MB (before {result.rss_before_mb:.0f} MB)"
+                )
 
     def _wrk(self, record: dict, prefix: str, url: str) -> None:
         self._step(record, f"{prefix} warm-up", lambda: measure.wrk(url, seconds=1))
         for i in range(self.o.repetitions):
             self.quiet(record, f"{prefix} #{i + 1}")
-            result = self._step(record, f"{prefix} #{i + 1}", lambda: measure.wrk(
-                url, seconds=self.o.wrk_seconds, threads=self.o.wrk_threads,
-                connections=self.o.wrk_connections))
+            result = self._step(
+                record,
+                f"{prefix} #{i + 1}",
+                lambda: measure.wrk(
+                    url,
+                    seconds=self.o.wrk_seconds,
+                    threads=self.o.wrk_threads,
+                    connections=self.o.wrk_connections,
+                ),
+            )
             if result is None:
                 continue
             m = record["metrics"]
@@ -146,11 +162,14 @@ class Suite:
             m.setdefault(f"{prefix}_p50_ms", []).append(result.p50_ms)
             m.setdefault(f"{prefix}_p99_ms", []).append(result.p99_ms)
             m.setdefault(f"{prefix}_errors", []).append(result.errors)
-            self.log(f"  {prefix} #{i + 1}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-                     f"p99 {result.p99_ms:.2f} ms, {result.errors} errors")
+            self.log(
+                f"  {prefix} #{i + 1}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms, {result.errors} errors"
+            )
             if result.errors:
                 record.setdefault("errors", {})[f"{prefix} #{i + 1}"] = (
-                    f"{result.errors} of {result.requests} requests failed")
+                    f"{result.errors} of {result.requests} requests failed"
+                )
 
     def _downloads(self, record: dict, url: str) -> None:
         self._step(record, "download warm-up", lambda: measure.download_mbps(url))
@@ -195,8 +214,11 @@ class Suite:
             self._fresh(server, record, data)
             self._uploads(server, record, data)
             big = data.large["bench-big"][0]
-            url = self._step(record, "find download URL",
-                             lambda: servers.file_url(server, "bench-big", os.path.basename(big)))
+            url = self._step(
+                record,
+                "find download URL",
+                lambda: servers.file_url(server, "bench-big", os.path.basename(big)),
+            )
             if url:
                 self._downloads(record, url)
             record["rss_end_mb"] = measure.rss_mb(p.pid for p in server.measured)
@@ -249,8 +271,10 @@ def fallback_pages(data: Dataset) -> dict[str, bytes]:
     project = f"<!DOCTYPE html>\n<html><body>\n{''.join(links)}</body></html>\n".encode()
     names = [dataset.project_name(i) for i in range(dataset.PROJECTS)]
     index = "".join(f'    <a href="/simple/{n}/">{n}</a><br/>\n' for n in names)
-    return {f"/simple/{BENCH_PROJECT}/": project,
-            "/simple/": f"<html><body>\n{index}</body></html>\n".encode()}
+    return {
+        f"/simple/{BENCH_PROJECT}/": project,
+        "/simple/": f"<html><body>\n{index}</body></html>\n".encode(),
+    }
 
 
 def main(*, quick: bool, only: tuple[str, ...]) -> int:

@@ -210,9 +210,7 @@ class S3Storage(Storage):
         s = _section(settings, data_dir)
         bucket = s.text("bucket")
         if not bucket:
-            raise StorageMisconfigured(
-                "[storage] bucket is required for backend = s3", key="bucket"
-            )
+            raise StorageMisconfigured("[storage] bucket is required for backend = s3", key="bucket")
         if not _BUCKET_NAME.match(bucket):
             raise StorageMisconfigured(
                 f"[storage] bucket = {bucket!r} is not a valid bucket name",
@@ -280,9 +278,7 @@ class S3Storage(Storage):
             bucket=bucket,
             prefix=prefix,
             acl=s.choice("acl", CANNED_ACLS, None),
-            server_side_encryption=s.choice(
-                "server_side_encryption", SERVER_SIDE_ENCRYPTIONS, None
-            ),
+            server_side_encryption=s.choice("server_side_encryption", SERVER_SIDE_ENCRYPTIONS, None),
             public_url=public_url,
             multipart_threshold=s.size("multipart_threshold", 8 * MiB, low=1),
             multipart_chunksize=multipart_chunksize,
@@ -417,6 +413,7 @@ class S3Storage(Storage):
             except ClientError as exc:
                 if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
                     raise
+
     def signed_url(self, path: str, expires_in: int) -> str | None:
         """A presigned GET URL (SigV4, query-string authentication) valid ``expires_in`` seconds."""
         with self._translated("sign", path):
@@ -479,9 +476,7 @@ class S3Storage(Storage):
                 key="region",
             )
         if code == "AccessControlListNotSupported":
-            return StorageMisconfigured(
-                f"[storage] {where} does not accept ACLs: leave acl unset", key="acl"
-            )
+            return StorageMisconfigured(f"[storage] {where} does not accept ACLs: leave acl unset", key="acl")
         if code.startswith("KMS.") or code == "InvalidEncryptionAlgorithmError":
             return StorageMisconfigured(
                 f"[storage] {where} refused server_side_encryption ({code})",

@@ -176,9 +176,7 @@ class SwiftStorage(Storage):
 
         container = get("container")
         if not container:
-            raise StorageMisconfigured(
-                "[storage] container is required for backend = swift", key="container"
-            )
+            raise StorageMisconfigured("[storage] container is required for backend = swift", key="container")
         if "/" in container or len(container.encode()) > 256:
             raise StorageMisconfigured(
                 f"[storage] container = {container!r} is not a valid Swift container name "
@@ -193,8 +191,7 @@ class SwiftStorage(Storage):
         auth_version = _AUTH_VERSIONS.get(get("auth_version") or "1")
         if auth_version is None:
             raise StorageMisconfigured(
-                f"[storage] auth_version = {get('auth_version')!r}: use 1 (tempauth), "
-                "2 or 3 (Keystone)",
+                f"[storage] auth_version = {get('auth_version')!r}: use 1 (tempauth), 2 or 3 (Keystone)",
                 key="auth_version",
             )
         if auth_version != "1.0" and importlib.util.find_spec("keystoneclient") is None:
@@ -286,9 +283,7 @@ class SwiftStorage(Storage):
             raise self._client_error(exc, what) from None
         except _TRANSPORT_ERRORS as exc:
             raise StorageUnavailable(
-                self._scrub(
-                    f"{what}: cannot reach Swift (auth_url {self._template.authurl}): {exc}"
-                )
+                self._scrub(f"{what}: cannot reach Swift (auth_url {self._template.authurl}): {exc}")
             ) from None
 
     def _client_error(self, exc: ClientException, what: str) -> StorageError:
@@ -349,9 +344,7 @@ class SwiftStorage(Storage):
                 if conn.token
                 else f"auth_url {auth_url}"
             )
-            raise StorageUnavailable(
-                self._scrub(f"[storage] cannot reach {where}: {exc}")
-            ) from None
+            raise StorageUnavailable(self._scrub(f"[storage] cannot reach {where}: {exc}")) from None
         finally:
             conn.close()
         if not self._template.token:  # let the threads' connections start from this login
@@ -391,16 +384,13 @@ class SwiftStorage(Storage):
             except ClientException as exc:
                 if exc.http_status == 404:
                     raise StorageMisconfigured(
-                        f"[storage] container {self.container!r} does not exist "
-                        "(check() creates it)",
+                        f"[storage] container {self.container!r} does not exist (check() creates it)",
                         key="container",
                     ) from None
                 raise
             self._delete_segments(replaced)
 
-    def _put_slo(
-        self, conn: Connection, name: str, f: _Source, size: int, headers: dict[str, str]
-    ) -> None:
+    def _put_slo(self, conn: Connection, name: str, f: _Source, size: int, headers: dict[str, str]) -> None:
         """Upload the segments, then the manifest; on any failure delete the segments sent."""
         if not self._segment_container_ready:
             conn.put_container(self.segment_container)
@@ -412,9 +402,7 @@ class SwiftStorage(Storage):
             while offset < size:
                 length = min(self.segment_size, size - offset)
                 segment = f"{upload}/{len(manifest):08d}"
-                etag = conn.put_object(
-                    self.segment_container, segment, contents=f, content_length=length
-                )
+                etag = conn.put_object(self.segment_container, segment, contents=f, content_length=length)
                 manifest.append(
                     {
                         "path": f"/{self.segment_container}/{segment}",
@@ -508,9 +496,7 @@ class SwiftStorage(Storage):
             path=path,
             size=int(headers.get("content-length", 0)),
             etag=headers.get("etag", "").strip('"') or None,
-            last_modified=email.utils.parsedate_to_datetime(last_modified)
-            if last_modified
-            else None,
+            last_modified=email.utils.parsedate_to_datetime(last_modified) if last_modified else None,
             content_type=headers.get("content-type"),
         )
 
@@ -518,11 +504,7 @@ class SwiftStorage(Storage):
         """The object's metadata, keys lower-cased with ``-`` for ``_`` (see ``put``)."""
         with self._errors(f"reading {path}", path):
             headers = self._conn().head_object(self.container, self._name(path))
-        return {
-            k[len("x-object-meta-") :]: v
-            for k, v in headers.items()
-            if k.startswith("x-object-meta-")
-        }
+        return {k[len("x-object-meta-") :]: v for k, v in headers.items() if k.startswith("x-object-meta-")}
 
     def _delete(self, path: str) -> None:
         """Remove the object; for a Static Large Object its segments too."""
@@ -580,9 +562,7 @@ class SwiftStorage(Storage):
         modified = None
         if item.get("last_modified"):
             # Listings give microseconds; HEAD's Last-Modified rounds up to the second.
-            modified = datetime.datetime.fromisoformat(str(item["last_modified"])).replace(
-                tzinfo=_UTC
-            )
+            modified = datetime.datetime.fromisoformat(str(item["last_modified"])).replace(tzinfo=_UTC)
             if modified.microsecond:
                 modified = modified.replace(microsecond=0) + datetime.timedelta(seconds=1)
         etag = str(item.get("slo_etag") or item.get("hash") or "").strip('"')

@@ -30,13 +30,21 @@ def published_path(app, wheel) -> str:
     upload(app, wheel[0], name="served", version="1.0")
     files = app.get("/simple/served/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json
     url = files["files"][0]["url"]
-    return url[url.index("/packages/"):].split("#")[0]
+    return url[url.index("/packages/") :].split("#")[0]
 
 
 def test_redirect_sends_clients_to_the_bucket(tmp_path, db, users, moto_s3, moto_s3_bucket, wheel):
     public = f"{moto_s3.endpoint_url}/{moto_s3_bucket}"
-    app = s3_app(tmp_path, db, moto_s3, moto_s3_bucket, serve="redirect", public_url=public, prefix="idx",
-                 acl="public-read")
+    app = s3_app(
+        tmp_path,
+        db,
+        moto_s3,
+        moto_s3_bucket,
+        serve="redirect",
+        public_url=public,
+        prefix="idx",
+        acl="public-read",
+    )
     path = published_path(app, wheel)
 
     r = app.get(path, status=302)

@@ -70,8 +70,13 @@ class FastlyPurger(Purger):
         service = f"{self.api_url}/service/{quote(self.service_id, safe='')}"
         if len(keys) == 1:
             # The key goes into the path as pypi.org's keys ("project/name") always have.
-            send("POST", f"{service}/purge/{quote(keys[0], safe='/')}", headers,
-                 timeout=self.timeout, secrets=[self._token])
+            send(
+                "POST",
+                f"{service}/purge/{quote(keys[0], safe='/')}",
+                headers,
+                timeout=self.timeout,
+                secrets=[self._token],
+            )
             return
         for start in range(0, len(keys), BATCH):
             batch = {**headers, "Surrogate-Key": " ".join(keys[start : start + BATCH])}

@@ -66,8 +66,12 @@ class VarnishPurger(Purger):
         for url in self.urls:
             try:
                 for start in range(0, len(keys), BATCH):
-                    send(self.method.upper(), url, {header: " ".join(keys[start : start + BATCH])},
-                         timeout=self.timeout)
+                    send(
+                        self.method.upper(),
+                        url,
+                        {header: " ".join(keys[start : start + BATCH])},
+                        timeout=self.timeout,
+                    )
             except PurgeError as exc:
                 errors.append(str(exc))
         if errors:

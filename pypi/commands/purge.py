@@ -29,12 +29,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("keys", nargs="*", metavar="KEY", help="surrogate keys, e.g. project/NAME, index, recent")
     add_config_option(p)
     p.add_argument("--status", action="store_true", help="list purges that are pending or failing")
-    p.add_argument("--fail-after", type=int, default=FAIL_AFTER, metavar="N",
-                   help=f"with --status: exit 1 if a purge has failed N times (default {FAIL_AFTER})")
-    p.add_argument("--path", action="append", default=[], metavar="PATH",
-                   help="URL path to invalidate too (path-based CDNs such as CloudFront); repeatable")
-    p.add_argument("--queue", action="store_true",
-                   help="queue the keys in the outbox for the worker instead of purging now")
+    p.add_argument(
+        "--fail-after",
+        type=int,
+        default=FAIL_AFTER,
+        metavar="N",
+        help=f"with --status: exit 1 if a purge has failed N times (default {FAIL_AFTER})",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="URL path to invalidate too (path-based CDNs such as CloudFront); repeatable",
+    )
+    p.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue the keys in the outbox for the worker instead of purging now",
+    )
     p.set_defaults(func=purge)
 
 

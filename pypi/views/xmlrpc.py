@@ -137,6 +137,8 @@ def _oversized_int(value: Any, depth: int = 0) -> int | None:
     if depth < 32 and isinstance(value, dict):
         return _oversized_int(list(value.values()), depth + 1)
     return None
+
+
 def _shared_list(svc: Services, request: Request, method: str) -> Response:
     """list_packages(_with_serial): the stored answer, re-written at most once a second
     (pypi.index.shared_pages), and gzip-encoded for clients that accept it (bandersnatch does)."""

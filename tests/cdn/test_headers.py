@@ -75,9 +75,7 @@ def test_html_pages_are_html_kind(demo):
     assert demo.get("/project/demo/1.0/").headers["Surrogate-Key"] == "project/demo"
 
 
-@pytest.mark.parametrize(
-    "path", ["/simple/nothing-yet/", "/pypi/nothing-yet/json", "/project/nothing-yet/"]
-)
+@pytest.mark.parametrize("path", ["/simple/nothing-yet/", "/pypi/nothing-yet/json", "/project/nothing-yet/"])
 def test_missing_project_is_briefly_cached_under_its_key(demo, path):
     response = demo.get(path, status=404)
     assert response.headers["Cache-Control"] == "max-age=60, public"
@@ -90,8 +88,9 @@ def test_upload_responses_and_auth_errors_are_private(testapp, users, tmp_path):
     assert ok.headers["Cache-Control"] == PRIVATE
     assert_no_surrogate(ok)
     unauthenticated = testapp.post("/legacy/", {":action": "file_upload"}, status=401)
-    forbidden = testapp.post("/legacy/", {":action": "file_upload"}, headers=basic("alice", "wrong"),
-                             status=403)
+    forbidden = testapp.post(
+        "/legacy/", {":action": "file_upload"}, headers=basic("alice", "wrong"), status=403
+    )
     not_owner = upload(testapp, tmp_path, "demo", "1.1", user="bob", status=403)
     for response in (unauthenticated, forbidden, not_owner):
         assert response.headers["Cache-Control"] == PRIVATE

@@ -16,11 +16,14 @@ from tests.services.live_server import CLOUDPYPI, ROOT, cloudpypi, write_config
 @pytest.fixture
 def config(tmp_path, recorder):
     """SQLite, purging through a 'Varnish node' that records what it is sent."""
-    return write_config(str(tmp_path / "config.ini"), {
-        "server": {"data_dir": str(tmp_path / "data")},
-        "database": {"url": f"sqlite:///{tmp_path}/db.sqlite3"},
-        "cdn": {"purge": "varnish", "varnish_urls": recorder.url, "purge_poll_interval": "0.2"},
-    })
+    return write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": f"sqlite:///{tmp_path}/db.sqlite3"},
+            "cdn": {"purge": "varnish", "varnish_urls": recorder.url, "purge_poll_interval": "0.2"},
+        },
+    )
 
 
 def outbox(config_path) -> list[dict]:
@@ -52,8 +55,13 @@ def test_queue_status_and_worker(config, recorder):
     assert "2 purge(s) pending" in status.stdout and "project/demo" in status.stdout
     assert cloudpypi("purge", "--status", "--fail-after", "0", config=config, check=False).returncode == 1
 
-    worker = subprocess.Popen([*CLOUDPYPI, "purge-worker", "--config", config], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker = subprocess.Popen(
+        [*CLOUDPYPI, "purge-worker", "--config", config],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while outbox(config) and time.monotonic() < deadline:
@@ -68,10 +76,13 @@ def test_queue_status_and_worker(config, recorder):
 
 
 def test_unknown_purger_is_a_configuration_error(tmp_path):
-    config = write_config(str(tmp_path / "config.ini"), {
-        "database": {"url": f"sqlite:///{tmp_path}/db.sqlite3"},
-        "cdn": {"purge": "akamai"},
-    })
+    config = write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "database": {"url": f"sqlite:///{tmp_path}/db.sqlite3"},
+            "cdn": {"purge": "akamai"},
+        },
+    )
     result = cloudpypi("purge", "index", config=config, check=False)
     assert result.returncode == 2
     assert "'akamai' is unknown; known purgers:" in result.stderr and "varnish" in result.stderr

@@ -34,7 +34,9 @@ def test_builtins_are_known_and_registered_as_entry_points():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(PurgerMisconfigured, match=r"'akamai' is unknown; known purgers: .*cloudfront.*varnish"):  # noqa: E501
+    with pytest.raises(
+        PurgerMisconfigured, match=r"'akamai' is unknown; known purgers: .*cloudfront.*varnish"
+    ):  # noqa: E501
         purge.from_config({"purge": "akamai"})
 
 
@@ -138,12 +140,19 @@ def cloudfront(moto_s3):
         "CallerReference": uuid.uuid4().hex,
         "Origins": {
             "Quantity": 1,
-            "Items": [{"Id": "app", "DomainName": "pypi.example.org",
-                       "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443,
-                                              "OriginProtocolPolicy": "https-only"}}],
+            "Items": [
+                {
+                    "Id": "app",
+                    "DomainName": "pypi.example.org",
+                    "CustomOriginConfig": {
+                        "HTTPPort": 80,
+                        "HTTPSPort": 443,
+                        "OriginProtocolPolicy": "https-only",
+                    },
+                }
+            ],
         },
-        "DefaultCacheBehavior": {"TargetOriginId": "app", "ViewerProtocolPolicy": "allow-all",
-                                 "MinTTL": 0},
+        "DefaultCacheBehavior": {"TargetOriginId": "app", "ViewerProtocolPolicy": "allow-all", "MinTTL": 0},
         "Comment": "cloudpypi test",
         "Enabled": True,
     }
@@ -186,8 +195,12 @@ def test_cloudfront_from_config_uses_the_endpoint(moto_s3, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     purger = purge.from_config(
-        {"purge": "cloudfront", "cloudfront_distribution_id": "ENOSUCH",
-         "cloudfront_endpoint_url": moto_s3.endpoint_url, "cloudfront_batch_size": "10"}
+        {
+            "purge": "cloudfront",
+            "cloudfront_distribution_id": "ENOSUCH",
+            "cloudfront_endpoint_url": moto_s3.endpoint_url,
+            "cloudfront_batch_size": "10",
+        }
     )
     assert purger.batch_size == 10
     with pytest.raises(PurgeError, match="ENOSUCH"):

@@ -49,12 +49,14 @@ class Stack:
     db_url: str
     dists: Path
 
-    def get(self, path: str, *, method: str = "GET", headers: dict | None = None,
-            source: str | None = None) -> Response:
+    def get(
+        self, path: str, *, method: str = "GET", headers: dict | None = None, source: str | None = None
+    ) -> Response:
         """A request to Varnish, from 127.0.0.1 or ``source``; never raises on a 4xx/5xx."""
         source_address = (source, 0) if source else None
-        conn = http.client.HTTPConnection("127.0.0.1", self.varnish.port, timeout=30,
-                                          source_address=source_address)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.varnish.port, timeout=30, source_address=source_address
+        )
         try:
             conn.request(method, path, headers=headers or {})
             r = conn.getresponse()
@@ -68,9 +70,24 @@ class Stack:
         folder.mkdir(parents=True, exist_ok=True)
         wheel = make_wheel(str(folder), name, version)
         base = self.app.url if direct else self.varnish.url
-        run([sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-             "--repository-url", f"{base}/legacy/", "-u", "alice", "-p", PASSWORD, wheel],
-            env=client_env(home=folder))
+        run(
+            [
+                sys.executable,
+                "-m",
+                "twine",
+                "upload",
+                "--non-interactive",
+                "--disable-progress-bar",
+                "--repository-url",
+                f"{base}/legacy/",
+                "-u",
+                "alice",
+                "-p",
+                PASSWORD,
+                wheel,
+            ],
+            env=client_env(home=folder),
+        )
 
     def outbox(self) -> list[dict]:
         db = Database(self.db_url)
@@ -85,17 +102,20 @@ def stack(tmp_path_factory, varnish_factory):
     tmp = tmp_path_factory.mktemp("cdn-e2e")
     vport = free_port()
     db_url = f"sqlite:///{tmp}/cloudpypi.sqlite3"
-    config = write_config(str(tmp / "config.ini"), {
-        "server": {"data_dir": str(tmp / "data")},
-        "database": {"url": db_url},
-        "cdn": {
-            "files_url": f"http://127.0.0.1:{vport}/packages/",
-            "purge": "varnish",
-            "varnish_urls": f"http://127.0.0.1:{vport}/",
-            "purge_timeout": "2",
-            "purge_retry_max": "1",
+    config = write_config(
+        str(tmp / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp / "data")},
+            "database": {"url": db_url},
+            "cdn": {
+                "files_url": f"http://127.0.0.1:{vport}/packages/",
+                "purge": "varnish",
+                "varnish_urls": f"http://127.0.0.1:{vport}/",
+                "purge_timeout": "2",
+                "purge_retry_max": "1",
+            },
         },
-    })
+    )
     cloudpypi("adduser", "alice", "--password", PASSWORD, config=config)
     app = start_server(config)
     try:
@@ -119,8 +139,19 @@ def test_pip_installs_through_varnish_and_files_are_cached_immutable(stack, tmp_
     stack.upload("cdn-pip-demo", "1.0")
     python = fresh_venv(tmp_path / "venv")
     env = client_env(home=tmp_path)
-    out = run([python, "-m", "pip", "install", "--no-cache-dir", "--index-url",
-               f"{stack.varnish.url}/simple/", "cdn-pip-demo"], env=env).stdout
+    out = run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--index-url",
+            f"{stack.varnish.url}/simple/",
+            "cdn-pip-demo",
+        ],
+        env=env,
+    ).stdout
     assert "successfully installed cdn-pip-demo-1.0" in out.lower(), out
     version = run([python, "-c", "import cdn_pip_demo; print(cdn_pip_demo.VERSION)"], env=env)
     assert version.stdout.strip() == "1.0"
@@ -128,7 +159,7 @@ def test_pip_installs_through_varnish_and_files_are_cached_immutable(stack, tmp_
     page = stack.get("/simple/cdn-pip-demo/").text
     link = page.split('href="', 1)[1].split("#", 1)[0]
     assert link.startswith(f"{stack.varnish.url}/packages/")  # the CDN host
-    path = link[len(stack.varnish.url):]
+    path = link[len(stack.varnish.url) :]
     first, second = stack.get(path), stack.get(path)
     assert second.cache == "HIT"  # pip already fetched it through Varnish, or the first GET did
     for r in (first, second):

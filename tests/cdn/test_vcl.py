@@ -15,11 +15,16 @@ from tests.services.varnish import VCL, VarnishError, check_source, vcl_with_bac
 pytestmark = pytest.mark.e2e
 
 CASES: dict[str, dict[str, str]] = {
-    "surrogate": {"Cache-Control": "max-age=600, public", "Surrogate-Control": "max-age=1",
-                  "Surrogate-Key": "project/stub index"},
-    "surrogate-swr": {"Cache-Control": "max-age=600, public",
-                      "Surrogate-Control": "max-age=1, stale-while-revalidate=30, stale-if-error=60",
-                      "Surrogate-Key": "project/swr"},
+    "surrogate": {
+        "Cache-Control": "max-age=600, public",
+        "Surrogate-Control": "max-age=1",
+        "Surrogate-Key": "project/stub index",
+    },
+    "surrogate-swr": {
+        "Cache-Control": "max-age=600, public",
+        "Surrogate-Control": "max-age=1, stale-while-revalidate=30, stale-if-error=60",
+        "Surrogate-Key": "project/swr",
+    },
     "cache-control": {"Cache-Control": "max-age=1, public"},
     "immutable": {"Cache-Control": "max-age=365000000, immutable, public"},
     "nothing": {},

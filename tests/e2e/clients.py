@@ -73,9 +73,7 @@ def run(
         timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise ClientFailed(
-            f"{' '.join(map(str, cmd))} exited {result.returncode}:\n{result.stdout[-6000:]}"
-        )
+        raise ClientFailed(f"{' '.join(map(str, cmd))} exited {result.returncode}:\n{result.stdout[-6000:]}")
     return result
 
 
@@ -137,13 +135,17 @@ def tool_venv(cache: Path, name: str, *requirements: str) -> Path:
         )
         installed = made.returncode == 0 and subprocess.run(
             [str(bin_dir(venv) / "python"), "-m", "pip", "install", "-q", *requirements],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if made.returncode != 0 or not installed or installed.returncode != 0:
             output = (made.stdout + made.stderr) if made.returncode else (installed.stdout + installed.stderr)
             shutil.rmtree(venv, ignore_errors=True)
-            pytest.skip(f"cannot install {' '.join(requirements)} from the package registry: "
-                        f"{output.strip()[-1500:]}")
+            pytest.skip(
+                f"cannot install {' '.join(requirements)} from the package registry: {output.strip()[-1500:]}"
+            )
         stamp.write_text(wanted)
     return bin_dir(venv)
 
@@ -164,7 +166,8 @@ def write_setuptools_project(folder: Path, name: str, module: str, version: str)
     (folder / module).mkdir()
     (folder / module / "__init__.py").write_text(f'"""A tiny module."""\n\nVERSION = "{version}"\n')
     (folder / "README.md").write_text(f"# {name}\n\nA *tiny* package uploaded by the end-to-end tests.\n")
-    (folder / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (folder / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -186,14 +189,18 @@ def write_setuptools_project(folder: Path, name: str, module: str, version: str)
 
         [tool.setuptools.dynamic]
         version = {{attr = "{module}.VERSION"}}
-        """))
+        """)
+    )
     return folder
 
 
 def build_dists(project: Path, outdir: Path) -> tuple[Path, Path]:
     """``python -m build --no-isolation --wheel --sdist``; (wheel, sdist)."""
-    run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", outdir, project],
-        env=client_env(home=project.parent), cwd=project)
+    run(
+        [sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", outdir, project],
+        env=client_env(home=project.parent),
+        cwd=project,
+    )
     wheels = sorted(outdir.glob("*.whl"))
     sdists = sorted(outdir.glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in outdir.iterdir())
@@ -213,8 +220,20 @@ def twine_upload(
     """``twine upload`` of ``files`` to ``repository_url`` (the legacy upload URL), as a user does."""
     command = list(twine or [sys.executable, "-m", "twine"])
     return run(
-        [*command, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url",
-         repository_url, "-u", user, "-p", password, *extra, *map(str, files)],
+        [
+            *command,
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            repository_url,
+            "-u",
+            user,
+            "-p",
+            password,
+            *extra,
+            *map(str, files),
+        ],
         env=client_env(home=home),
         check=check,
     )

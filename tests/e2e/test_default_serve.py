@@ -33,8 +33,13 @@ def test_serve_with_no_config_uses_sqlite_and_local_files_under_data(tmp_path: P
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*cloudpypi_command(), "serve", "--port", str(port)], cwd=cwd, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*cloudpypi_command(), "serve", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -47,8 +52,15 @@ def test_serve_with_no_config_uses_sqlite_and_local_files_under_data(tmp_path: P
         assert (cwd / "data" / "cloudpypi.sqlite3").is_file(), sorted(os.listdir(cwd))
 
         def cli(*args: str, stdin: str | None = None) -> str:
-            return subprocess.run([*cloudpypi_command(), *args], cwd=cwd, env=env, input=stdin,
-                                  capture_output=True, text=True, check=True).stdout
+            return subprocess.run(
+                [*cloudpypi_command(), *args],
+                cwd=cwd,
+                env=env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
 
         cli("adduser", "alice", "--password-stdin", stdin=PASSWORD + "\n")
         settings = cli("check-config")
@@ -56,9 +68,24 @@ def test_serve_with_no_config_uses_sqlite_and_local_files_under_data(tmp_path: P
         assert "backend = local" in settings, settings
 
         wheel = Path(make_wheel(str(tmp_path), "Default-Demo", "0.1"))
-        run([sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-             "--repository-url", url + "/legacy/", "-u", "alice", "-p", PASSWORD, wheel],
-            env=client_env(home=tmp_path))
+        run(
+            [
+                sys.executable,
+                "-m",
+                "twine",
+                "upload",
+                "--non-interactive",
+                "--disable-progress-bar",
+                "--repository-url",
+                url + "/legacy/",
+                "-u",
+                "alice",
+                "-p",
+                PASSWORD,
+                wheel,
+            ],
+            env=client_env(home=tmp_path),
+        )
 
         stored = [p for p in (cwd / "data" / "packages").rglob(wheel.name) if p.is_file()]
         assert len(stored) == 1, sorted(str(p) for p in (cwd / "data").rglob("*"))

@@ -34,9 +34,16 @@ def distutils_env(home: Path) -> dict[str, str]:
 def stdlib_distutils(tmp_path_factory: pytest.TempPathFactory) -> None:
     home = tmp_path_factory.mktemp("distutils-check")
     found = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", "import distutils.core, distutils.command.upload as u; "
-         "print(distutils.core.__file__)"],
-        env=distutils_env(home), capture_output=True, text=True,
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-c",
+            "import distutils.core, distutils.command.upload as u; print(distutils.core.__file__)",
+        ],
+        env=distutils_env(home),
+        capture_output=True,
+        text=True,
     )
     if found.returncode != 0 or "setuptools" in found.stdout:
         pytest.skip(f"no standard-library distutils in {sys.executable}: {found.stdout}{found.stderr}")
@@ -47,7 +54,8 @@ def make_project(folder: Path, live: Live, version: str) -> Path:
     project = folder / "project"
     project.mkdir(parents=True)
     (project / "dist_demo.py").write_text(f'VERSION = "{version}"\n')
-    (project / "setup.py").write_text(textwrap.dedent(f"""\
+    (project / "setup.py").write_text(
+        textwrap.dedent(f"""\
         from distutils.core import setup
 
         setup(
@@ -63,8 +71,10 @@ def make_project(folder: Path, live: Live, version: str) -> Path:
             classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License"],
             py_modules=["dist_demo"],
         )
-        """))
-    (folder / ".pypirc").write_text(textwrap.dedent(f"""\
+        """)
+    )
+    (folder / ".pypirc").write_text(
+        textwrap.dedent(f"""\
         [distutils]
         index-servers =
             {REPOSITORY}
@@ -73,7 +83,8 @@ def make_project(folder: Path, live: Live, version: str) -> Path:
         repository = {live.legacy}
         username = alice
         password = {PASSWORD}
-        """))
+        """)
+    )
     return project
 
 
@@ -98,8 +109,10 @@ def test_register_then_sdist_upload(live: Live, tmp_path: Path) -> None:
     assert info["home_page"] == "https://example.org/dist-demo"
     assert info["license"] == "MIT"
     assert info["keywords"] == "distutils legacy"
-    assert sorted(info["classifiers"]) == ["License :: OSI Approved :: MIT License",
-                                           "Programming Language :: Python :: 3"]
+    assert sorted(info["classifiers"]) == [
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+    ]
     assert body["urls"] == []
 
     out = setup_py(project, "sdist", "upload", "-r", REPOSITORY)

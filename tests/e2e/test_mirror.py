@@ -22,8 +22,22 @@ TWINE = [sys.executable, "-m", "twine"]
 
 
 def twine(live: Live, url: str, home: Path, *files: Path) -> None:
-    run([*TWINE, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url", url,
-         "-u", "alice", "-p", PASSWORD, *files], env=client_env(home=home))
+    run(
+        [
+            *TWINE,
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            url,
+            "-u",
+            "alice",
+            "-p",
+            PASSWORD,
+            *files,
+        ],
+        env=client_env(home=home),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +115,8 @@ def bandersnatch(tools_cache: Path) -> Path:
 def mirror(bandersnatch: Path, live: Live, folder: Path) -> str:
     """One ``bandersnatch mirror`` run from the live index into ``folder``/mirror."""
     config = folder / "bandersnatch.conf"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         [mirror]
         directory = {folder / "mirror"}
         master = {live.url}
@@ -117,7 +132,8 @@ def mirror(bandersnatch: Path, live: Live, folder: Path) -> str:
         stop-on-error = true
         storage-backend = filesystem
         compare-method = hash
-        """))
+        """)
+    )
     return run([bandersnatch, "--config", config, "mirror"], env=client_env(home=folder), timeout=300).stdout
 
 
@@ -151,12 +167,26 @@ def test_bandersnatch_mirror(live: Live, published: Path, bandersnatch: Path, tm
     serial = xmlrpc.client.ServerProxy(live.url + "/pypi").changelog_last_serial()
     assert (tmp_path / "mirror" / "status").read_text().strip() == str(serial), out
     assert sorted(check_mirrored(tmp_path, live, "Mirror-Two")) == [
-        "mirror_two-0.1-py3-none-any.whl", new.name
+        "mirror_two-0.1-py3-none-any.whl",
+        new.name,
     ]
 
     # The mirror is an index pip reads, with the server out of the way.
     mirrored = tmp_path / "mirror" / "web" / "simple"
-    run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--index-url",
-         mirrored.as_uri() + "/", "-d", tmp_path / "from-mirror", "Mirror-Two"],
-        env=client_env(home=tmp_path))
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "--index-url",
+            mirrored.as_uri() + "/",
+            "-d",
+            tmp_path / "from-mirror",
+            "Mirror-Two",
+        ],
+        env=client_env(home=tmp_path),
+    )
     assert [p.name for p in (tmp_path / "from-mirror").iterdir()] == [new.name]

@@ -50,15 +50,28 @@ def pip_install_and_import(url: str, name: str, module: str, folder: Path) -> st
     run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
     env = client_env(home=folder)
-    run([sys.executable, "-m", "pip", "--python", python, "install", "--no-cache-dir",
-         "--index-url", url + "/simple/", name], env=env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "--no-cache-dir",
+            "--index-url",
+            url + "/simple/",
+            name,
+        ],
+        env=env,
+    )
     return run([python, "-c", f"import {module}; print({module}.VERSION)"], env=env).stdout.strip()
 
 
 def file_path_of(url: str, project: str) -> str:
     """The storage path of the project's only file, from the JSON API."""
     [file] = get_json(f"{url}/pypi/{project}/json")["urls"]
-    return file["url"][file["url"].index("/packages/") + 1:]
+    return file["url"][file["url"].index("/packages/") + 1 :]
 
 
 def file_rows(folder: Path) -> int:
@@ -117,8 +130,14 @@ def test_storage_lost_mid_upload_gives_503_and_no_row_then_the_retry_succeeds(
     """The S3 endpoint goes away while the server streams a 12 MB multipart upload to it."""
     proxy = TcpProxy(int(moto_s3.endpoint_url.rsplit(":", 1)[1])).start()
     section = s3_moto_section(
-        moto_s3, moto_s3_bucket, endpoint_url=proxy.url, multipart_threshold="5MB",
-        multipart_chunksize="5MB", max_concurrency="2", connect_timeout="2", read_timeout="10",
+        moto_s3,
+        moto_s3_bucket,
+        endpoint_url=proxy.url,
+        multipart_threshold="5MB",
+        multipart_chunksize="5MB",
+        max_concurrency="2",
+        connect_timeout="2",
+        read_timeout="10",
     )
     config = index_config(tmp_path, section)
     cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
@@ -154,8 +173,9 @@ def test_storage_lost_mid_upload_gives_503_and_no_row_then_the_retry_succeeds(
 
 def test_storage_down_before_an_upload_gives_503(moto_s3, moto_s3_bucket, tmp_path):
     proxy = TcpProxy(int(moto_s3.endpoint_url.rsplit(":", 1)[1])).start()
-    section = s3_moto_section(moto_s3, moto_s3_bucket, endpoint_url=proxy.url, connect_timeout="2",
-                              max_attempts="2")
+    section = s3_moto_section(
+        moto_s3, moto_s3_bucket, endpoint_url=proxy.url, connect_timeout="2", max_attempts="2"
+    )
     config = index_config(tmp_path, section)
     cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
     wheel = make_wheel(str(tmp_path), "small-one", "1.0")
@@ -189,8 +209,13 @@ def _bad_s3_credentials(request, tmp_path):
 
 def _unreachable_s3(request, tmp_path):
     moto = request.getfixturevalue("moto_s3")
-    section = s3_moto_section(moto, "any-bucket", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                              max_attempts="1", connect_timeout="2")
+    section = s3_moto_section(
+        moto,
+        "any-bucket",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        max_attempts="1",
+        connect_timeout="2",
+    )
     return section, "endpoint_url"
 
 
@@ -201,8 +226,9 @@ def _bad_swift_key(request, tmp_path):
 
 def _unreachable_swift(request, tmp_path):
     swift = request.getfixturevalue("swift_service")
-    section = swift_section(swift, "any-container", auth_url=f"http://127.0.0.1:{free_port()}/auth/v1.0",
-                            retries="0", timeout="3")
+    section = swift_section(
+        swift, "any-container", auth_url=f"http://127.0.0.1:{free_port()}/auth/v1.0", retries="0", timeout="3"
+    )
     return section, "auth_url"
 
 
@@ -230,7 +256,10 @@ def test_misconfigured_storage_fails_check_config_and_serve(case, request, tmp_p
 
     served = subprocess.run(
         [*CLOUDPYPI, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(free_port())],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert served.returncode != 0
     assert "configuration error" in served.stderr and key in served.stderr, served.stderr

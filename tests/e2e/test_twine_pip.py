@@ -29,8 +29,19 @@ def uploaded(live: Live, demo_dists: tuple[Path, Path], tmp_path_factory: pytest
     """``twine upload`` of the built wheel and sdist; the JSON API's answer afterwards."""
     home = tmp_path_factory.mktemp("twine-home")
     out = run(
-        [*TWINE, "upload", "--non-interactive", "--disable-progress-bar", "--repository-url", live.legacy,
-         "-u", "alice", "-p", PASSWORD, *demo_dists],
+        [
+            *TWINE,
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            live.legacy,
+            "-u",
+            "alice",
+            "-p",
+            PASSWORD,
+            *demo_dists,
+        ],
         env=client_env(home=home),
     ).stdout
     assert "View at" in out or "Uploading" in out, out
@@ -86,8 +97,19 @@ def test_pip_download_verifies_hashes(live: Live, uploaded: dict, tmp_path: Path
     hashes = " ".join(f"--hash=sha256:{f['digests']['sha256']}" for f in by_type.values())
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"{DEMO_NAME}=={DEMO_VERSION} {hashes}\n")
-    download = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--require-hashes",
-                "--index-url", live.simple, "-r", requirements]
+    download = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--require-hashes",
+        "--index-url",
+        live.simple,
+        "-r",
+        requirements,
+    ]
     env = client_env(home=tmp_path)
     # The sdist's metadata is prepared with this virtualenv's setuptools (no index needed).
     no_binary = ["--no-binary", ":all:", "--no-build-isolation"]

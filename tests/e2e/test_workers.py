@@ -26,19 +26,41 @@ def get(url: str) -> str:
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_every_worker_sees_a_new_upload_at_once(database, tmp_path, request):
-    url = (f"sqlite:///{tmp_path}/index.sqlite3" if database == "sqlite"
-           else request.getfixturevalue("postgres_server").new_database())
-    config = write_config(str(tmp_path / "config.ini"), {
-        "server": {"data_dir": str(tmp_path / "data"), "workers": "4", "threads": "4"},
-        "database": {"url": url},
-    })
+    url = (
+        f"sqlite:///{tmp_path}/index.sqlite3"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_server").new_database()
+    )
+    config = write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp_path / "data"), "workers": "4", "threads": "4"},
+            "database": {"url": url},
+        },
+    )
     cloudpypi("adduser", "alice", "--password-stdin", config=config, stdin=PASSWORD + "\n")
     server = start_server(config)
     try:
+
         def twine(path: str) -> None:
-            subprocess.run([sys.executable, "-m", "twine", "upload", "--disable-progress-bar",
-                            "--repository-url", server.url + "/legacy/", "-u", "alice", "-p", PASSWORD,
-                            path], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "twine",
+                    "upload",
+                    "--disable-progress-bar",
+                    "--repository-url",
+                    server.url + "/legacy/",
+                    "-u",
+                    "alice",
+                    "-p",
+                    PASSWORD,
+                    path,
+                ],
+                check=True,
+                capture_output=True,
+            )
 
         twine(make_wheel(str(tmp_path), "multi", "1.0"))
         for _ in range(40):  # warm every worker's cache with the old page

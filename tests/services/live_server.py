@@ -33,12 +33,21 @@ def write_config(path: str, sections: Mapping[str, Mapping[str, str]]) -> str:
     return path
 
 
-def cloudpypi(*args: str, config: str, stdin: str | None = None, env: Mapping[str, str] | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
+def cloudpypi(
+    *args: str,
+    config: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """Run a ``cloudpypi`` sub-command against ``config``."""
     return subprocess.run(
         [*CLOUDPYPI, *args, "--config", config],
-        input=stdin, capture_output=True, text=True, check=check, cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=check,
+        cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
 
@@ -64,14 +73,17 @@ class LiveServer:
                 self.proc.wait()
 
 
-def start_server(config: str, *, port: int | None = None, env: Mapping[str, str] | None = None,
-                 timeout: float = 30) -> LiveServer:
+def start_server(
+    config: str, *, port: int | None = None, env: Mapping[str, str] | None = None, timeout: float = 30
+) -> LiveServer:
     """Start ``cloudpypi serve --config CONFIG`` and wait until it answers."""
     port = port or free_port()
     log_path = config + f".{port}.log"
     proc = subprocess.Popen(
         [*CLOUDPYPI, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"

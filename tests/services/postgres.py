@@ -93,17 +93,48 @@ def start_postgres() -> PostgresServer:
     data = os.path.join(folder, "data")
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     subprocess.run(
-        [*as_postgres, os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
-         "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-        check=True, cwd="/", stdout=subprocess.DEVNULL,
+        [
+            *as_postgres,
+            os.path.join(bindir, "initdb"),
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ],
+        check=True,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
     )
     port = _free_port()
     proc = subprocess.Popen(
-        [*as_postgres, os.path.join(bindir, "postgres"), "-D", data, "-p", str(port),
-         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=200"],
-        cwd="/", stdout=subprocess.DEVNULL, stderr=open(os.path.join(folder, "log"), "wb"),
+        [
+            *as_postgres,
+            os.path.join(bindir, "postgres"),
+            "-D",
+            data,
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={folder}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(folder, "log"), "wb"),
     )
     deadline = time.monotonic() + 30
     while not _answers("127.0.0.1", port):

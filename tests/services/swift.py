@@ -159,8 +159,7 @@ class SwiftService:
         for proc in self.processes:
             if not proc.alive():
                 raise SwiftStartError(
-                    f"swift {proc.name} (pid {proc.popen.pid}) died; log {proc.log}:\n"
-                    + proc.log_tail()
+                    f"swift {proc.name} (pid {proc.popen.pid}) died; log {proc.log}:\n" + proc.log_tail()
                 )
 
     def connection(self, **kwargs: object) -> swiftclient.client.Connection:
@@ -168,9 +167,7 @@ class SwiftService:
         import swiftclient.client
 
         kwargs.setdefault("retries", 0)
-        return swiftclient.client.Connection(
-            authurl=self.auth_url, user=self.user, key=self.key, **kwargs
-        )
+        return swiftclient.client.Connection(authurl=self.auth_url, user=self.user, key=self.key, **kwargs)
 
     def __enter__(self) -> Self:
         return self
@@ -354,9 +351,7 @@ recon_cache_path = {os.path.join(workdir, "cache")}
 """
 
 
-def _backend_conf(
-    name: str, port: int, devices: str, swift_dir: str, workdir: str, user: str
-) -> str:
+def _backend_conf(name: str, port: int, devices: str, swift_dir: str, workdir: str, user: str) -> str:
     return (
         _common(port, swift_dir, workdir, user, f"{name}-server")
         + f"""\
@@ -376,9 +371,7 @@ use = egg:swift#{name}
     )
 
 
-def _proxy_conf(
-    port: int, memcached_port: int, swift_dir: str, workdir: str, user: str, key: str
-) -> str:
+def _proxy_conf(port: int, memcached_port: int, swift_dir: str, workdir: str, user: str, key: str) -> str:
     return (
         _common(port, swift_dir, workdir, user, "proxy-server")
         + f"""\
@@ -442,9 +435,7 @@ def _write(path: str, text: str) -> None:
 def _spawn(name: str, cmd: list[str], log_dir: str) -> _Process:
     log = os.path.join(log_dir, f"{name}.log")
     with open(log, "ab") as out:
-        popen = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/"
-        )
+        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/")
     return _Process(name, popen, log)
 
 
@@ -463,9 +454,7 @@ def _wait_ready(service: SwiftService, port: dict[str, int]) -> None:
                 last_error = f"{name} on port {p}: {exc}"
         if pending:
             if time.monotonic() > deadline:
-                raise SwiftStartError(
-                    f"Swift did not start in {STARTUP_TIMEOUT:.0f} s: {last_error}"
-                )
+                raise SwiftStartError(f"Swift did not start in {STARTUP_TIMEOUT:.0f} s: {last_error}")
             time.sleep(0.05)
     while True:
         service.check_alive()

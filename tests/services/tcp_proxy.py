@@ -110,9 +110,7 @@ class TcpProxy:
         for s in sockets:
             s.close()
 
-    def _pump(
-        self, src: socket.socket, dst: socket.socket, counted: bool, done: threading.Barrier
-    ) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool, done: threading.Barrier) -> None:
         try:
             while True:
                 data = src.recv(65536)

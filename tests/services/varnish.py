@@ -140,9 +140,23 @@ class Varnish:
         self.log_path = os.path.join(os.path.dirname(self.workdir), "varnishd.log")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process
         self.proc = subprocess.Popen(
-            [varnishd(), "-F", "-n", self.workdir, "-a", f"127.0.0.1:{self.port}",
-             "-T", f"127.0.0.1:{self.admin_port}", "-f", self.vcl_path, "-s", "malloc,64m"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                varnishd(),
+                "-F",
+                "-n",
+                self.workdir,
+                "-a",
+                f"127.0.0.1:{self.port}",
+                "-T",
+                f"127.0.0.1:{self.admin_port}",
+                "-f",
+                self.vcl_path,
+                "-s",
+                "malloc,64m",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -234,8 +248,9 @@ class Varnish:
         shutil.rmtree(os.path.dirname(self.workdir), ignore_errors=True)
 
 
-def start_varnish(backend_host: str, backend_port: int, *, port: int | None = None,
-                  vcl: str = VCL) -> Varnish:
+def start_varnish(
+    backend_host: str, backend_port: int, *, port: int | None = None, vcl: str = VCL
+) -> Varnish:
     """Compile-check ``vcl`` aimed at the backend, then start a Varnish on ``port`` (default: free)."""
     folder = _open_dir("cloudpypi-varnish-")
     workdir = os.path.join(folder, "n")

@@ -191,8 +191,13 @@ def test_open_carries_the_object_info(store):
 
 @pytest.mark.parametrize(
     ("start", "stop", "expected"),
-    [(100, 200, (100, 200)), (4990, None, (4990, 5000)), (-10, None, (4990, 5000)),
-     (4000, 99_999, (4000, 5000)), (-99_999, None, (0, 5000))],
+    [
+        (100, 200, (100, 200)),
+        (4990, None, (4990, 5000)),
+        (-10, None, (4990, 5000)),
+        (4000, 99_999, (4000, 5000)),
+        (-99_999, None, (0, 5000)),
+    ],
 )
 def test_open_reads_only_the_range_asked(store, start, stop, expected):
     data = os.urandom(5000)

@@ -92,12 +92,8 @@ def test_invalid_setting_names_its_key(tmp_path, key, value):
 
 
 def test_credentials_must_come_in_pairs(tmp_path):
-    assert misconfigured({"bucket": "b12", "access_key_id": "AK"}, tmp_path).key == (
-        "secret_access_key"
-    )
-    assert misconfigured({"bucket": "b12", "secret_access_key": "SK"}, tmp_path).key == (
-        "access_key_id"
-    )
+    assert misconfigured({"bucket": "b12", "access_key_id": "AK"}, tmp_path).key == ("secret_access_key")
+    assert misconfigured({"bucket": "b12", "secret_access_key": "SK"}, tmp_path).key == ("access_key_id")
     (tmp_path / "secret").write_text("SK\n")
     both = {"bucket": "b12", "access_key_id": "AK", "secret_access_key": "SK"}
     both["secret_access_key_file"] = "secret"
@@ -213,9 +209,7 @@ def test_secret_from_a_file_signs_requests(moto_s3_auth, auth_bucket, tmp_path):
         (None, "a-wrong-secret-5678", "SignatureDoesNotMatch"),
     ],
 )
-def test_bad_credentials_name_access_key_id(
-    moto_s3_auth, auth_bucket, tmp_path, access_key_id, secret, code
-):
+def test_bad_credentials_name_access_key_id(moto_s3_auth, auth_bucket, tmp_path, access_key_id, secret, code):
     settings = settings_for(moto_s3_auth, auth_bucket, secret_access_key=secret, max_attempts="1")
     if access_key_id:
         settings["access_key_id"] = access_key_id
@@ -394,8 +388,7 @@ def test_acl_and_server_side_encryption_are_applied(moto_s3, moto_s3_bucket):
     assert head["ServerSideEncryption"] == "AES256"
     grants = client.get_object_acl(Bucket=moto_s3_bucket, Key=PATH)["Grants"]
     assert any(
-        g["Grantee"].get("URI", "").endswith("/global/AllUsers") and g["Permission"] == "READ"
-        for g in grants
+        g["Grantee"].get("URI", "").endswith("/global/AllUsers") and g["Permission"] == "READ" for g in grants
     )
 
 
@@ -493,12 +486,8 @@ def test_public_url(moto_s3, moto_s3_bucket):
     client = moto_s3.client()
     plain = S3Storage(client=client, bucket=moto_s3_bucket)
     assert plain.public_url(PATH) is None
-    cdn = S3Storage(
-        client=client, bucket=moto_s3_bucket, prefix="p", public_url="https://cdn.example.org/"
-    )
-    assert (
-        cdn.public_url("a/demo-1.0+local.whl") == "https://cdn.example.org/p/a/demo-1.0%2Blocal.whl"
-    )
+    cdn = S3Storage(client=client, bucket=moto_s3_bucket, prefix="p", public_url="https://cdn.example.org/")
+    assert cdn.public_url("a/demo-1.0+local.whl") == "https://cdn.example.org/p/a/demo-1.0%2Blocal.whl"
     with pytest.raises(InvalidPath):
         cdn.public_url("../x")
 
