@@ -26,6 +26,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from trove_classifiers import all_classifiers, deprecated_classifiers
 
+from pypi.index.packages import TEXT_FIELDS
 from pypi.upload.spool import Form
 
 _NAME_CHARS = "Start and end with a letter or numeral containing only ASCII numeric and '.', '_' and '-'."
@@ -36,6 +37,10 @@ LOCAL_VERSIONS = (
 #: pypi.org's limits on field lengths.
 MAX_SUMMARY = 512
 MAX_URL_LABEL = 32
+#: The release's text columns taken as sent; the others are set from the form or the parsed metadata.
+_RAW_TEXT_FIELDS = tuple(
+    f for f in TEXT_FIELDS if f not in {"license_expression", "description", "keywords", "platform"}
+)
 #: The fields a PEP 643 ``Dynamic`` entry may name (as pypi.org accepts them).
 DYNAMIC_FIELDS = frozenset(
     f.lower()
@@ -153,22 +158,7 @@ def from_form(form: Form) -> ReleaseMetadata:
         raise InvalidMetadataError(
             "'summary' is an invalid value for Summary. Error: Use a single line only."
         )
-    fields: dict[str, Any] = {
-        key: raw.get(key, "")
-        for key in (
-            "metadata_version",
-            "summary",
-            "description_content_type",
-            "author",
-            "author_email",
-            "maintainer",
-            "maintainer_email",
-            "license",
-            "home_page",
-            "download_url",
-            "requires_python",
-        )
-    }
+    fields: dict[str, Any] = {key: raw.get(key, "") for key in _RAW_TEXT_FIELDS}
     fields["license_expression"] = meta.license_expression or ""
     fields["license_files"] = raw.get("license_files", [])
     fields["dynamic"] = raw.get("dynamic", [])
