@@ -9,7 +9,7 @@ from webob import Request, Response
 
 from cdn import policy
 from cdn.urls import URLBuilder
-from pypi.index import access, cache_keys, packages
+from pypi.index import cache_keys, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
 from pypi.views import viewer
@@ -112,7 +112,7 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
         return upstream.error
     with svc.db.reading() as tx:
         project = packages.get_project(tx, normalized)
-        if project is None or not access.can_read(tx, viewer.current(), project, viewer.mode(svc)):
+        if not viewer.can_read(svc, tx, project):
             return error(404, "Not Found", kind=policy.MISSING, keys=[key])
         if name != project["normalized_name"] and name != project["name"]:
             suffix = f"{version}/json" if version else "json"

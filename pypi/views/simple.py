@@ -84,7 +84,7 @@ def index(svc: Services, request: Request) -> Response:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
     fmt = FORMATS[content_type]
     with svc.db.reading() as tx:
-        vis = access.visibility(tx, viewer.current(), viewer.mode(svc))
+        vis = viewer.visibility(svc, tx)
         if not vis.everything:
             serial = journal.last_serial(tx)
             page = svc.renders.get_or_render(
@@ -169,7 +169,7 @@ def project(svc: Services, request: Request, name: str) -> Response:
         return upstream.error
     with svc.db.reading() as tx:
         row = packages.get_project(tx, normalized)
-        if row is None or not access.can_read(tx, viewer.current(), row, viewer.mode(svc)):
+        if not viewer.can_read(svc, tx, row):
             return error(404, f"Not Found: no project named {name!r}", kind=policy.MISSING, keys=[key])
         serial = row["last_serial"]
         urls = viewer.file_urls(svc, tx, row)

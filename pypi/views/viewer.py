@@ -125,6 +125,16 @@ def reads(view: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
+def can_read(svc: Services, tx, project) -> bool:
+    """Whether the current viewer may read ``project``; False for None (as if it did not exist)."""
+    return project is not None and access.can_read(tx, current(), project, mode(svc))
+
+
+def visibility(svc: Services, tx) -> access.Visibility:
+    """Which projects the current viewer may see in listings."""
+    return access.visibility(tx, current(), mode(svc))
+
+
 def protected(svc: Services, tx, project) -> bool:
     """Whether the project's files need the application's check (private, or a closed index)."""
     return mode(svc) == access.AUTHENTICATED or access.is_private(tx, project["id"])

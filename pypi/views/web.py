@@ -33,7 +33,7 @@ def _page(svc: Services, template: str, keys: list[str], **values) -> Response:
 def home(svc: Services, request: Request) -> Response:
     query = request.GET.get("q", "").strip()[:100]
     with svc.db.transaction() as tx:
-        vis = access.visibility(tx, viewer.current(), viewer.mode(svc))
+        vis = viewer.visibility(svc, tx)
         if query:
             return _page(
                 svc,
@@ -65,7 +65,7 @@ def project(svc: Services, request: Request, name: str, version: str | None = No
         return redirect(f"/project/{normalized}/" + (f"{version}/" if version else ""), keys=[key])
     with svc.db.transaction() as tx:
         row = packages.get_project(tx, normalized)
-        if row is None or not access.can_read(tx, viewer.current(), row, viewer.mode(svc)):
+        if not viewer.can_read(svc, tx, row):
             return error(404, f"Not Found: no project named {name!r}", kind=policy.MISSING, keys=[key])
         releases = packages.releases(tx, row["id"])
         release = packages.get_release(tx, row["id"], version) if version else latest_release(releases)

@@ -187,12 +187,12 @@ def _xml_int(value: int) -> int | float:
 
 
 def _visibility(svc: Services, tx: Tx) -> access.Visibility:
-    return access.visibility(tx, viewer.current(), viewer.mode(svc))
+    return viewer.visibility(svc, tx)
 
 
 def _readable(svc: Services, tx: Tx, project: Any) -> Any:
     """The project if the caller may read it, else None (as if it did not exist)."""
-    if project is None or not access.can_read(tx, viewer.current(), project, viewer.mode(svc)):
+    if not viewer.can_read(svc, tx, project):
         return None
     return project
 
