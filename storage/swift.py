@@ -286,6 +286,12 @@ class SwiftStorage(Storage):
                 self._scrub(f"{what}: cannot reach Swift (auth_url {self._template.authurl}): {exc}")
             ) from None
 
+    def _missing_container(self, hint: str = "") -> StorageMisconfigured:
+        """The error for a 404 from the container itself: ``[storage] container`` is not there."""
+        return StorageMisconfigured(
+            f"[storage] container {self.container!r} does not exist{hint}", key="container"
+        )
+
     def _client_error(self, exc: ClientException, what: str) -> StorageError:
         status = exc.http_status
         if status == 401 or (status is None and "nauthori" in str(exc)):
@@ -383,10 +389,7 @@ class SwiftStorage(Storage):
                     )
             except ClientException as exc:
                 if exc.http_status == 404:
-                    raise StorageMisconfigured(
-                        f"[storage] container {self.container!r} does not exist (check() creates it)",
-                        key="container",
-                    ) from None
+                    raise self._missing_container(" (check() creates it)") from None
                 raise
             self._delete_segments(replaced)
 
@@ -545,10 +548,7 @@ class SwiftStorage(Storage):
                     )
                 except ClientException as exc:
                     if exc.http_status == 404:
-                        raise StorageMisconfigured(
-                            f"[storage] container {self.container!r} does not exist",
-                            key="container",
-                        ) from None
+                        raise self._missing_container() from None
                     raise
             if not items:
                 return
