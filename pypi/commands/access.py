@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pypi.commands.common import add_config_option, fail, load_config, open_database
-from pypi.index import access, auth, packages, tokens
+from pypi.commands.common import add_config_option, fail, find_user, load_config, open_database
+from pypi.index import access, packages, tokens
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,9 +57,9 @@ def token_create(args: argparse.Namespace) -> int:
     db = open_database(load_config(args))
     try:
         with db.transaction(write=True) as tx:
-            user = auth.find_user(tx, args.username)
+            user = find_user(tx, args.username)
             if user is None:
-                return fail(f"no user named {args.username!r}")
+                return 1
             token_id, token = tokens.create(
                 tx, user, args.scope, expires_days=args.expires, description=args.description
             )
@@ -74,9 +74,9 @@ def token_create(args: argparse.Namespace) -> int:
 def token_list(args: argparse.Namespace) -> int:
     db = open_database(load_config(args))
     with db.transaction() as tx:
-        user = auth.find_user(tx, args.username)
+        user = find_user(tx, args.username)
         if user is None:
-            return fail(f"no user named {args.username!r}")
+            return 1
         found = tokens.list_tokens(tx, user)
     print("ID\tSTATE\tSCOPES\tCREATED\tEXPIRES\tDESCRIPTION")
     for t in found:

@@ -8,7 +8,8 @@ import sys
 import storage
 from pypi import config as config_mod
 from pypi.config import Config, ConfigError
-from pypi.index.db import Database, DatabaseError
+from pypi.index import auth
+from pypi.index.db import Database, DatabaseError, Tx
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -60,3 +61,11 @@ def open_storage(config: Config, *, check: bool = True) -> storage.Storage:
 def fail(message: str) -> int:
     print(f"cloudpypi: {message}", file=sys.stderr)
     return 1
+
+
+def find_user(tx: Tx, username: str) -> auth.User | None:
+    """The user named ``username``; None once ``fail`` has said there is none (return 1 then)."""
+    user = auth.find_user(tx, username)
+    if user is None:
+        fail(f"no user named {username!r}")
+    return user

@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 
-from pypi.commands.common import add_config_option, fail, load_config, open_database
+from pypi.commands.common import add_config_option, fail, find_user, load_config, open_database
 from pypi.index import auth, changes, packages
 
 
@@ -59,9 +59,9 @@ def addrole(args: argparse.Namespace) -> int:
     db = open_database(load_config(args))
     try:
         with db.transaction(write=True) as tx:
-            user = auth.find_user(tx, args.username)
+            user = find_user(tx, args.username)
             if user is None:
-                return fail(f"no user named {args.username!r}")
+                return 1
             project = packages.get_project(tx, args.project)
             new = project is None
             if new:
