@@ -107,8 +107,8 @@ def _render(svc: Services, tx, project, version: str | None, urls: URLBuilder) -
 def project_json(svc: Services, request: Request, name: str, version: str | None = None) -> Response:
     normalized = canonicalize_name(name)
     key = cache_keys.project_key(normalized)
-    upstream = svc.upstream.before_project(normalized) if svc.upstream is not None else None
-    if upstream is not None and upstream.error is not None:
+    upstream = viewer.upstream_answer(svc, normalized)
+    if upstream.error is not None:
         return upstream.error
     with svc.db.reading() as tx:
         project = packages.get_project(tx, normalized)
@@ -133,4 +133,4 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     response.headers["Access-Control-Allow-Origin"] = "*"
     tag(response, policy.INDEX, [key])
-    return upstream.decorate(response) if upstream is not None else response
+    return upstream.decorate(response)

@@ -164,8 +164,8 @@ def project(svc: Services, request: Request, name: str) -> Response:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
     fmt = FORMATS[content_type]
     key = cache_keys.project_key(normalized)
-    upstream = svc.upstream.before_project(normalized) if svc.upstream is not None else None
-    if upstream is not None and upstream.error is not None:
+    upstream = viewer.upstream_answer(svc, normalized)
+    if upstream.error is not None:
         return upstream.error
     with svc.db.reading() as tx:
         row = packages.get_project(tx, normalized)
@@ -184,7 +184,7 @@ def project(svc: Services, request: Request, name: str) -> Response:
             base=urls.base,
         )
     response = _response(request, page, content_type, serial, [key])
-    return upstream.decorate(response) if upstream is not None else response
+    return upstream.decorate(response)
 
 
 def project_page(

@@ -20,6 +20,7 @@ from cdn import policy
 from cdn.urls import URLBuilder
 from pypi.index import access, auth, tokens
 from pypi.services import Services
+from pypi.upstream.proxy import NOTHING, Answer
 from pypi.views.responses import error, tag
 from pypi.views.throttle import LoginThrottle
 
@@ -123,6 +124,11 @@ def reads(view: Callable[..., Response]) -> Callable[..., Response]:
         return response
 
     return wrapper
+
+
+def upstream_answer(svc: Services, normalized: str) -> Answer:
+    """What the upstream proxy adds to a project page; ``NOTHING`` without ``[upstream] mode = proxy``."""
+    return svc.upstream.before_project(normalized) if svc.upstream is not None else NOTHING
 
 
 def can_read(svc: Services, tx, project) -> bool:
