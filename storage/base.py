@@ -18,6 +18,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from cloudpypi_base.settings import Section
+
 
 class StorageError(Exception):
     """Base of every error a backend raises."""
@@ -40,6 +42,16 @@ class StorageMisconfigured(StorageError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+def settings_section(settings: Mapping[str, str], data_dir: str) -> Section:
+    """``[storage]`` with the shared typed getters; errors are StorageMisconfigured(key=...)."""
+    return Section(
+        settings,
+        name="storage",
+        base_dir=data_dir,
+        error=lambda message, key: StorageMisconfigured(message, key=key),
+    )
 
 
 class InvalidPath(StorageError, ValueError):

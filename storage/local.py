@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
-from cloudpypi_base.settings import Section
 from storage.base import (
     InvalidPath,
     LimitedReader,
@@ -26,6 +25,7 @@ from storage.base import (
     Temporary,
     resolve_range,
     set_read_info,
+    settings_section,
 )
 
 _META_SUFFIX = ".cloudpypi-meta"
@@ -52,12 +52,7 @@ class LocalStorage(Storage):
 
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> LocalStorage:
-        s = Section(
-            settings,
-            name="storage",
-            base_dir=data_dir,
-            error=lambda message, key: StorageMisconfigured(message, key=key),
-        )
+        s = settings_section(settings, data_dir)
         return cls(root=s.path("path", "packages"), base_url=s.url("public_url"))
 
     def _full(self, path: str) -> str:

@@ -35,7 +35,6 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from cloudpypi_base.settings import Section
 from storage.base import (
     NotFound,
     ObjectHeaders,
@@ -51,6 +50,7 @@ from storage.base import (
     parse_content_range,
     range_header,
     set_read_info,
+    settings_section,
 )
 
 MiB = 1024 * 1024
@@ -207,7 +207,7 @@ class S3Storage(Storage):
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> S3Storage:
         """Build from ``[storage]``; sizes take a KB/MB/GB (binary) suffix as the AWS CLI's do."""
-        s = _section(settings, data_dir)
+        s = settings_section(settings, data_dir)
         bucket = s.text("bucket")
         if not bucket:
             raise StorageMisconfigured("[storage] bucket is required for backend = s3", key="bucket")
@@ -491,16 +491,6 @@ class S3Storage(Storage):
         if code in _TRANSIENT_CODES or (status or 0) >= 500:
             return StorageUnavailable(f"S3 {where}: cannot {_what(action, path)} ({code})")
         return StorageError(f"S3 {where}: cannot {_what(action, path)}: {exc}")
-
-
-def _section(settings: Mapping[str, str], data_dir: str) -> Section:
-    """``[storage]`` with the shared typed getters; errors are StorageMisconfigured(key=...)."""
-    return Section(
-        settings,
-        name="storage",
-        base_dir=data_dir,
-        error=lambda message, key: StorageMisconfigured(message, key=key),
-    )
 
 
 def _what(action: str, path: str | None) -> str:

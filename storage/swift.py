@@ -33,7 +33,6 @@ import requests
 import urllib3
 from swiftclient.client import ClientException, Connection
 
-from cloudpypi_base.settings import Section
 from storage.base import (
     NotFound,
     ObjectHeaders,
@@ -49,6 +48,7 @@ from storage.base import (
     parse_content_range,
     range_header,
     set_read_info,
+    settings_section,
 )
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,7 @@ class SwiftStorage(Storage):
         ``public_url``, ``timeout`` (seconds, default 30), ``retries`` (default 3).
         """
 
-        s = Section(
-            settings,
-            name="storage",
-            base_dir=data_dir,
-            error=lambda message, key: StorageMisconfigured(message, key=key),
-        )
+        s = settings_section(settings, data_dir)
         get = s.text
 
         container = get("container")
