@@ -124,7 +124,7 @@ def test_unexpected_error_is_a_plain_private_500(testapp, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("secret-token-1234 leaked in a traceback")
 
-    monkeypatch.setattr(web.packages, "project_counts", broken)
+    monkeypatch.setattr(web.packages, "index_counts", broken)
     with caplog.at_level(logging.ERROR, logger="cloudpypi"):
         r = testapp.get("/", status=500)
     assert r.text == "Internal Server Error\n"
