@@ -153,38 +153,15 @@ def _post_upload(url: str, path: str, name: str, version: str) -> tuple[int, str
     import urllib.request
 
     from tests.conftest import PASSWORD
-    from tests.dists import digests
+    from tests.uploading import multipart_upload
 
-    boundary = "----cloudpypi-bomb"
-    fields = {
-        ":action": "file_upload",
-        "protocol_version": "1",
-        "metadata_version": "2.1",
-        "name": name,
-        "version": version,
-        "filetype": "bdist_wheel",
-        "pyversion": "py3",
-        **digests(path),
-    }
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    with open(path, "rb") as f:
-        content = f.read()
-    parts.append(
-        f"--{boundary}\r\nContent-Disposition: form-data; "
-        f'name="content"; filename="{os.path.basename(path)}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode()
-        + content
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    content_type, body = multipart_upload(path, name, version, boundary="----cloudpypi-bomb")
     token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     request = urllib.request.Request(
         url + "/legacy/",
-        data=b"".join(parts),
+        data=body,
         headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Type": content_type,
             "Authorization": f"Basic {token}",
         },
     )

@@ -4,6 +4,7 @@ WebTest tests (the e2e tests run the real twine through ``tests.e2e.clients.twin
 from __future__ import annotations
 
 import os
+import uuid
 
 from tests.conftest import PASSWORD, basic
 from tests.dists import digests, make_wheel
@@ -64,3 +65,38 @@ def upload_wheel(testapp, tmp_path, name: str, version: str, **kw):
     folder = tmp_path / f"dist-{name}-{version}"
     folder.mkdir(exist_ok=True)
     return upload(testapp, make_wheel(str(folder), name, version), name=name, version=version, **kw)
+
+
+def wheel_upload_fields(path: str, name: str, version: str) -> dict[str, str]:
+    """The form fields (all but the file) of twine's upload of the wheel at ``path``."""
+    return {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "metadata_version": "2.1",
+        "name": name,
+        "version": version,
+        "filetype": "bdist_wheel",
+        "pyversion": "py3",
+        **digests(path),
+    }
+
+
+def multipart_upload(
+    path: str, name: str, version: str, *, boundary: str | None = None
+) -> tuple[str, bytes]:
+    """(Content-Type, body) of twine's raw multipart upload of the wheel at ``path``."""
+    boundary = boundary or uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in wheel_upload_fields(path, name, version).items()
+    ]
+    with open(path, "rb") as f:
+        content = f.read()
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+        f'filename="{os.path.basename(path)}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts)

@@ -17,6 +17,7 @@ import pytest
 from tests.dists import digests, make_wheel
 from tests.e2e.clients import PASSWORD
 from tests.services.live_server import LiveServer, cloudpypi, start_server, write_config
+from tests.uploading import multipart_upload
 
 pytestmark = pytest.mark.e2e
 
@@ -27,31 +28,7 @@ def auth_header(user: str = "alice", password: str = PASSWORD) -> str:
 
 def upload_form(path: str, name: str, version: str) -> tuple[str, bytes]:
     """(Content-Type, body) of twine's multipart upload of the wheel at ``path``."""
-    boundary = uuid.uuid4().hex
-    fields = {
-        ":action": "file_upload",
-        "protocol_version": "1",
-        "metadata_version": "2.1",
-        "name": name,
-        "version": version,
-        "filetype": "bdist_wheel",
-        "pyversion": "py3",
-        **digests(path),
-    }
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    with open(path, "rb") as f:
-        content = f.read()
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
-        f'filename="{os.path.basename(path)}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-        + content
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
+    return multipart_upload(path, name, version)
 
 
 def request_head(

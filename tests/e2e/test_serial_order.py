@@ -26,7 +26,7 @@ from pypi.index.db import Database
 from tests.dists import digests, make_wheel
 from tests.e2e.clients import PASSWORD
 from tests.services.live_server import cloudpypi, start_server, write_config
-from tests.uploading import upload
+from tests.uploading import upload, wheel_upload_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -50,16 +50,7 @@ class HeldCommit(Database):
 
 
 def post_upload(url: str, path: str, name: str, version: str) -> requests.Response:
-    form = {
-        ":action": "file_upload",
-        "protocol_version": "1",
-        "metadata_version": "2.1",
-        "name": name,
-        "version": version,
-        "filetype": "bdist_wheel",
-        "pyversion": "py3",
-        **digests(path),
-    }
+    form = wheel_upload_fields(path, name, version)
     with open(path, "rb") as f:
         return requests.post(
             url + "/legacy/",
