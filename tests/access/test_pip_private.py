@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.clients import PASSWORD, client_env, run
+from tests.e2e.clients import PASSWORD, client_env, run, twine_upload
 from tests.services.live_server import cloudpypi, start_server, write_config
 
 pytestmark = pytest.mark.e2e
@@ -49,25 +49,7 @@ def _token(config: str, *args: str) -> str:
 
 
 def _twine(url: str, user: str, password: str, *files: str, check: bool = True):
-    return run(
-        [
-            sys.executable,
-            "-m",
-            "twine",
-            "upload",
-            "--non-interactive",
-            "--disable-progress-bar",
-            "--repository-url",
-            url + "/legacy/",
-            "-u",
-            user,
-            "-p",
-            password,
-            *files,
-        ],
-        env=client_env(),
-        check=check,
-    )
+    return twine_upload(url + "/legacy/", *files, user=user, password=password, check=check)
 
 
 def _pip(index_url: str, target: Path, *, home: Path | None = None, check: bool = True):

@@ -15,7 +15,7 @@ from pypi.index.db import Database
 from pypi.operations.purge_worker import pending
 from tests.backends import s3_moto_section
 from tests.dists import make_wheel
-from tests.e2e.clients import client_env, run
+from tests.e2e.clients import client_env, run, twine_upload
 from tests.services.live_server import cloudpypi, free_port, start_server, write_config
 
 pytestmark = pytest.mark.e2e
@@ -40,24 +40,7 @@ class Edge:
 
     def upload(self, name: str, folder) -> None:
         wheel = make_wheel(str(folder), name, "1.0")
-        run(
-            [
-                sys.executable,
-                "-m",
-                "twine",
-                "upload",
-                "--non-interactive",
-                "--disable-progress-bar",
-                "--repository-url",
-                f"{self.url}/legacy/",
-                "-u",
-                "alice",
-                "-p",
-                PASSWORD,
-                wheel,
-            ],
-            env=client_env(home=folder),
-        )
+        twine_upload(f"{self.url}/legacy/", wheel, home=folder, password=PASSWORD, check=True)
 
     def cli(self, *args: str) -> str:
         return cloudpypi(*args, config=self.config).stdout

@@ -19,7 +19,7 @@ from cdn.purgers.varnish import VarnishPurger
 from pypi.index.db import Database
 from pypi.operations.purge_worker import pending
 from tests.dists import make_wheel
-from tests.e2e.clients import client_env, fresh_venv, run
+from tests.e2e.clients import client_env, fresh_venv, run, twine_upload
 from tests.services.live_server import LiveServer, cloudpypi, free_port, start_server, write_config
 from tests.services.varnish import Varnish
 
@@ -70,24 +70,7 @@ class Stack:
         folder.mkdir(parents=True, exist_ok=True)
         wheel = make_wheel(str(folder), name, version)
         base = self.app.url if direct else self.varnish.url
-        run(
-            [
-                sys.executable,
-                "-m",
-                "twine",
-                "upload",
-                "--non-interactive",
-                "--disable-progress-bar",
-                "--repository-url",
-                f"{base}/legacy/",
-                "-u",
-                "alice",
-                "-p",
-                PASSWORD,
-                wheel,
-            ],
-            env=client_env(home=folder),
-        )
+        twine_upload(f"{base}/legacy/", wheel, home=folder, password=PASSWORD, check=True)
 
     def outbox(self) -> list[dict]:
         db = Database(self.db_url)

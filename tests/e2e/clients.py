@@ -210,7 +210,7 @@ def build_dists(project: Path, outdir: Path) -> tuple[Path, Path]:
 def twine_upload(
     repository_url: str,
     *files: str | os.PathLike,
-    home: Path,
+    home: Path | None = None,
     user: str = "alice",
     password: str = PASSWORD,
     twine: Sequence[str | os.PathLike] | None = None,

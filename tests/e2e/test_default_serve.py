@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.clients import PASSWORD, client_env, get_json, run, sha256_of
+from tests.e2e.clients import PASSWORD, client_env, get_json, run, sha256_of, twine_upload
 from tests.services.live_server import free_port
 
 pytestmark = pytest.mark.e2e
@@ -68,24 +68,7 @@ def test_serve_with_no_config_uses_sqlite_and_local_files_under_data(tmp_path: P
         assert "backend = local" in settings, settings
 
         wheel = Path(make_wheel(str(tmp_path), "Default-Demo", "0.1"))
-        run(
-            [
-                sys.executable,
-                "-m",
-                "twine",
-                "upload",
-                "--non-interactive",
-                "--disable-progress-bar",
-                "--repository-url",
-                url + "/legacy/",
-                "-u",
-                "alice",
-                "-p",
-                PASSWORD,
-                wheel,
-            ],
-            env=client_env(home=tmp_path),
-        )
+        twine_upload(url + "/legacy/", wheel, home=tmp_path, check=True)
 
         stored = [p for p in (cwd / "data" / "packages").rglob(wheel.name) if p.is_file()]
         assert len(stored) == 1, sorted(str(p) for p in (cwd / "data").rglob("*"))
