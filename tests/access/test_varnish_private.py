@@ -16,7 +16,7 @@ from pypi.operations.purge_worker import pending
 from tests.backends import s3_moto_section
 from tests.dists import make_wheel
 from tests.e2e.clients import client_env, run, twine_upload
-from tests.services.live_server import cloudpypi, free_port, start_server, write_config
+from tests.services.live_server import cloudpypi, free_port, start_server, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -84,15 +84,6 @@ def edge(tmp_path_factory, varnish_factory, moto_s3):
     finally:
         app.stop()
         client.close()
-
-
-def wait_for(check, timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def _x(headers) -> str:

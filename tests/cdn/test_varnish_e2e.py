@@ -20,7 +20,14 @@ from pypi.index.db import Database
 from pypi.operations.purge_worker import pending
 from tests.dists import make_wheel
 from tests.e2e.clients import client_env, fresh_venv, run, twine_upload
-from tests.services.live_server import LiveServer, cloudpypi, free_port, start_server, write_config
+from tests.services.live_server import (
+    LiveServer,
+    cloudpypi,
+    free_port,
+    start_server,
+    wait_for,
+    write_config,
+)
 from tests.services.varnish import Varnish
 
 pytestmark = pytest.mark.e2e
@@ -106,16 +113,6 @@ def stack(tmp_path_factory, varnish_factory):
         yield Stack(app, varnish, config, db_url, tmp / "dists")
     finally:
         app.stop()
-
-
-def wait_for(check, timeout: float) -> float:
-    """Poll ``check()`` until true; the seconds it took. Fails after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def test_pip_installs_through_varnish_and_files_are_cached_immutable(stack, tmp_path):

@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pytest
+
 CLOUDPYPI = [sys.executable, "-m", "pypi.cli"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,6 +24,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float) -> float:
+    """Poll ``check()`` until true; the seconds it took. Fails after ``timeout``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"not within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
 
 
 def write_config(path: str, sections: Mapping[str, Mapping[str, str]]) -> str:
