@@ -6,7 +6,6 @@ Each is refused with 400 naming the member, nothing is stored, and memory stays 
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import tracemalloc
 

@@ -81,9 +81,7 @@ def wheel_upload_fields(path: str, name: str, version: str) -> dict[str, str]:
     }
 
 
-def multipart_upload(
-    path: str, name: str, version: str, *, boundary: str | None = None
-) -> tuple[str, bytes]:
+def multipart_upload(path: str, name: str, version: str, *, boundary: str | None = None) -> tuple[str, bytes]:
     """(Content-Type, body) of twine's raw multipart upload of the wheel at ``path``."""
     boundary = boundary or uuid.uuid4().hex
     parts = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import sys
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from pypi.index.db import Database
 from pypi.operations.purge_worker import pending
 from tests.backends import s3_moto_section
 from tests.dists import make_wheel
-from tests.e2e.clients import client_env, run, twine_upload
+from tests.e2e.clients import twine_upload
 from tests.services.live_server import cloudpypi, free_port, start_server, wait_for, write_config
 
 pytestmark = pytest.mark.e2e

@@ -8,8 +8,6 @@ requests (``MAIN.backend_req`` from varnishstat).
 from __future__ import annotations
 
 import http.client
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.clients import PASSWORD, client_env, get_json, run, sha256_of, twine_upload
+from tests.e2e.clients import PASSWORD, get_json, sha256_of, twine_upload
 from tests.services.live_server import free_port
 
 pytestmark = pytest.mark.e2e

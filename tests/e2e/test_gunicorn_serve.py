@@ -10,11 +10,10 @@ import signal
 import socket
 import time
 import urllib.request
-import uuid
 
 import pytest
 
-from tests.dists import digests, make_wheel
+from tests.dists import make_wheel
 from tests.e2e.clients import PASSWORD
 from tests.services.live_server import LiveServer, cloudpypi, start_server, write_config
 from tests.uploading import multipart_upload

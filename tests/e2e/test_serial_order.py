@@ -23,7 +23,7 @@ import webtest
 from pypi.app import make_app
 from pypi.config import build
 from pypi.index.db import Database
-from tests.dists import digests, make_wheel
+from tests.dists import make_wheel
 from tests.e2e.clients import PASSWORD
 from tests.services.live_server import cloudpypi, start_server, write_config
 from tests.uploading import upload, wheel_upload_fields
