@@ -13,31 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.clients import PASSWORD, client_env, get_json, run, sha256_of, tool_venv
+from tests.e2e.clients import client_env, get_json, run, sha256_of, tool_venv, twine_upload
 from tests.e2e.conftest import DEMO_NAME, DEMO_VERSION, Live
 
 pytestmark = pytest.mark.e2e
 
-TWINE = [sys.executable, "-m", "twine"]
-
 
 def twine(live: Live, url: str, home: Path, *files: Path) -> None:
-    run(
-        [
-            *TWINE,
-            "upload",
-            "--non-interactive",
-            "--disable-progress-bar",
-            "--repository-url",
-            url,
-            "-u",
-            "alice",
-            "-p",
-            PASSWORD,
-            *files,
-        ],
-        env=client_env(home=home),
-    )
+    twine_upload(url, *files, home=home, check=True)
 
 
 @pytest.fixture(scope="module")

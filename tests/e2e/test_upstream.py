@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.dists import make_sdist, make_wheel
-from tests.e2e.clients import PASSWORD, client_env, fresh_venv, get_json, run
+from tests.e2e.clients import PASSWORD, client_env, fresh_venv, get_json, run, twine_upload
 from tests.services.live_server import cloudpypi, start_server, write_config
 from tests.services.static_index import StaticServer, write_static_tree
 
 pytestmark = pytest.mark.e2e
-TWINE = [sys.executable, "-m", "twine"]
 
 
 def _meta(name: str, version: str, *requires: str, requires_python: str = "") -> str:
@@ -40,23 +38,7 @@ def _meta(name: str, version: str, *requires: str, requires_python: str = "") ->
 
 
 def twine(url: str, home: Path, *files: str | Path, check: bool = True):
-    return run(
-        [
-            *TWINE,
-            "upload",
-            "--non-interactive",
-            "--disable-progress-bar",
-            "--repository-url",
-            url,
-            "-u",
-            "alice",
-            "-p",
-            PASSWORD,
-            *files,
-        ],
-        env=client_env(home=home),
-        check=check,
-    )
+    return twine_upload(url, *files, home=home, check=check)
 
 
 def get(url: str, accept: str = "application/vnd.pypi.simple.v1+json"):
