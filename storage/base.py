@@ -266,6 +266,10 @@ class Storage(abc.ABC):
     def signed_url(self, path: str, expires_in: int) -> str | None:
         """A URL that lets anyone holding it read the object for ``expires_in`` seconds, or
         None if the store cannot make one (the caller then streams the object itself)."""
+        return self._signed_url(check_path(path), expires_in)
+
+    def _signed_url(self, path: str, expires_in: int) -> str | None:
+        """A backend's signed URL for a checked path; the default: none."""
         return None
 
     def check(self) -> None:

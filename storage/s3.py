@@ -414,7 +414,7 @@ class S3Storage(Storage):
                 if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
                     raise
 
-    def signed_url(self, path: str, expires_in: int) -> str | None:
+    def _signed_url(self, path: str, expires_in: int) -> str | None:
         """A presigned GET URL (SigV4, query-string authentication) valid ``expires_in`` seconds."""
         with self._translated("sign", path):
             return self.client.generate_presigned_url(

@@ -625,7 +625,7 @@ class SwiftStorage(Storage):
             return None
         return self.base_url + quote(self._name(path), safe="/")
 
-    def signed_url(self, path: str, expires_in: int) -> str | None:
+    def _signed_url(self, path: str, expires_in: int) -> str | None:
         """A TempURL (the ``tempurl`` middleware) for GET, valid ``expires_in`` seconds.
 
         None without ``[storage] temp_url_key``. The key is set on the account

@@ -33,8 +33,12 @@ class Denied(Exception):
         self.message = message
 
 
-def is_private(tx: Tx, project_id: int) -> bool:
-    return tx.one("SELECT 1 FROM private_projects WHERE project_id = ?", (project_id,)) is not None
+def is_private(tx: Tx, project: Any) -> bool:
+    """Whether the project (a row of packages.get_project, which carries ``private``, or any
+    row with its ``id``) is private."""
+    if "private" in project.keys():
+        return bool(project["private"])
+    return tx.one("SELECT 1 FROM private_projects WHERE project_id = ?", (project["id"],)) is not None
 
 
 def any_private(tx: Tx) -> bool:
@@ -62,7 +66,7 @@ def can_read(tx: Tx, user: User | None, project: Any, mode: str = PUBLIC) -> boo
     may see the project but the token's scopes do not allow reading it.
     """
     name = project["normalized_name"]
-    private = is_private(tx, project["id"])
+    private = is_private(tx, project)
     if user is None:
         return not private and mode == PUBLIC
     if private and not _has_role(tx, project["id"], user):
@@ -135,7 +139,7 @@ def set_visibility(tx: Tx, project: Any, private: bool, by: str | None = None) -
     The change is journaled (its serial moves, so every cached page keyed by
     serial is stale) and the project's and the index's pages are purged.
     """
-    if is_private(tx, project["id"]) == private:
+    if is_private(tx, project) == private:
         return False
     if private:
         tx.execute("INSERT INTO private_projects (project_id) VALUES (?)", (project["id"],))
@@ -157,15 +161,27 @@ def file_project(tx: Tx, path: str) -> Any:
     )
 
 
-def counts(tx: Tx, vis: Visibility) -> tuple[int, int, int] | None:
-    """(projects, releases, files) that ``vis`` shows; None when it hides nothing (use the totals)."""
-    if not vis.hidden and vis.only is None:
-        return None
-    rows = tx.all(
-        "SELECT p.normalized_name, (SELECT COUNT(*) FROM releases r WHERE r.project_id = p.id) AS r, "
-        "(SELECT COUNT(*) FROM files f JOIN releases r ON r.id = f.release_id "
-        "WHERE r.project_id = p.id) AS f "
-        "FROM projects p"
+def counts(tx: Tx, vis: Visibility, totals: tuple[int, int, int, bool]) -> tuple[int, int, int, bool]:
+    """(projects, releases, files, estimated) that ``vis`` shows, given the index's ``totals``
+    (packages.index_counts). Only the few projects ``vis`` names are counted (the hidden ones,
+    subtracted from the totals, or the ones a token limits the viewer to), never every project."""
+    if vis.everything:
+        return totals
+    if vis.only is not None:
+        return (*_counts_of(tx, vis.only - vis.hidden), False)
+    hidden = _counts_of(tx, vis.hidden)
+    return (*(max(0, total - n) for total, n in zip(totals[:3], hidden, strict=True)), totals[3])
+
+
+def _counts_of(tx: Tx, names: frozenset[str]) -> tuple[int, int, int]:
+    """(projects, releases, files) of the projects with these normalized names."""
+    if not names:
+        return (0, 0, 0)
+    marks = ", ".join("?" for _ in names)
+    row = tx.one(
+        "SELECT COUNT(DISTINCT p.id) AS p, COUNT(DISTINCT r.id) AS r, COUNT(f.id) AS f "
+        "FROM projects p LEFT JOIN releases r ON r.project_id = p.id "
+        f"LEFT JOIN files f ON f.release_id = r.id WHERE p.normalized_name IN ({marks})",
+        sorted(names),
     )
-    shown = [r for r in rows if vis.shows(r["normalized_name"])]
-    return len(shown), sum(int(r["r"]) for r in shown), sum(int(r["f"]) for r in shown)
+    return (int(row["p"]), int(row["r"]), int(row["f"]))

@@ -143,7 +143,7 @@ def visibility(svc: Services, tx) -> access.Visibility:
 
 def protected(svc: Services, tx, project) -> bool:
     """Whether the project's files need the application's check (private, or a closed index)."""
-    return mode(svc) == access.AUTHENTICATED or access.is_private(tx, project["id"])
+    return mode(svc) == access.AUTHENTICATED or access.is_private(tx, project)
 
 
 def file_urls(svc: Services, tx, project) -> URLBuilder:
@@ -179,8 +179,7 @@ def signed_file_url(svc: Services, path: str) -> str | None:
     signer = cloudfront_signer(svc)
     if signer is not None:
         return signer.sign(svc.urls.file_url(path), expires)
-    signed = getattr(svc.storage, "signed_url", None)
-    return signed(path, expires) if signed is not None else None
+    return svc.storage.signed_url(path, expires)
 
 
 def cloudfront_signer(svc: Services):

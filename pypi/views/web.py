@@ -48,7 +48,7 @@ def home(svc: Services, request: Request) -> Response:
             ("home", serial, vis.key),
             lambda: _env.get_template("index.html").render(
                 site_name=svc.config.webui.site_name,
-                counts=access.counts(tx, vis) or packages.index_counts(tx),
+                counts=access.counts(tx, vis, packages.index_counts(tx)),
                 recent=vis.filter(packages.recent_releases(tx, 20 + len(vis.hidden)))[:20],
                 index_url=svc.config.public_url + "/simple/",
             ),

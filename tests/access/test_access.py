@@ -268,3 +268,9 @@ def test_a_closed_index_refuses_tokens_without_a_read_scope(closed, db):
     page = closed.get("/simple/", headers=basic("__token__", only)).text
     assert "Secret.Pkg" in page and "Open.Pkg" not in page
     closed.get("/simple/open-pkg/", headers=basic("__token__", only), status=403)
+
+
+def test_home_page_counts_leave_out_what_the_reader_may_not_see(index):
+    assert "1 projects, 1 releases, 1 files." in index.get("/").text
+    assert "2 projects, 2 releases, 2 files." in index.get("/", headers=basic("alice")).text
+    assert "1 projects, 1 releases, 1 files." in index.get("/", headers=basic("bob")).text
