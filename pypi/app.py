@@ -10,14 +10,15 @@ from collections.abc import Callable, Iterable
 from webob import Request, Response
 
 import storage
-from cdn import policy
+from cdn import policy, signing
 from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
-from pypi.config import Config
+from pypi.config import Config, ConfigError
 from pypi.index.db import Database, DatabaseError
 from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
 from pypi.index.shared_pages import SharedPages
+from pypi.index.throttle import LoginThrottle
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
 from pypi.views import files, guard, json_api, simple, upload, web, xmlrpc
@@ -139,6 +140,7 @@ def build_services(
     from pypi.upstream.hooks import upstream_parts
 
     upstream, guard = upstream_parts(config, db, store)
+    access = config.access
     cache_policy = CachePolicy.from_config(config.cdn.options)
     uploader = Uploader(
         db, store, after_commit=after_commit, cache_control=cache_policy.cache_control(policy.FILE)
@@ -153,8 +155,24 @@ def build_services(
         uploader=uploader,
         renders=RenderCache(config.webui.render_cache_size),
         pages=SharedPages(db),
+        throttle=LoginThrottle(
+            access.login_burst, access.login_refill_seconds, access.login_user_burst, access.login_user_delay
+        ),
+        own_urls=URLBuilder("", config.webui.url, prefix=PACKAGES_PREFIX),
+        cloudfront=_cloudfront_signer(config),
         upstream=upstream,
     )
+
+
+def _cloudfront_signer(config: Config) -> signing.CloudFrontURLSigner | None:
+    """The signer for private files behind CloudFront, checked at start (a bad key is a
+    configuration error then, not a failed download later)."""
+    if not config.cdn.files_url:
+        return None
+    try:
+        return signing.from_config(config.cdn.options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def make_app(

@@ -12,6 +12,7 @@ from pypi.config import Config
 from pypi.index.db import Database
 from pypi.index.render_cache import RenderCache
 from pypi.index.shared_pages import SharedPages
+from pypi.index.throttle import LoginThrottle
 from pypi.upload.pipeline import Uploader
 
 
@@ -26,5 +27,11 @@ class Services:
     renders: RenderCache
     #: Pages rendered once for the whole deployment (/simple/, large project pages).
     pages: SharedPages
+    #: Failed-login buckets of this process ([access] login_*).
+    throttle: LoginThrottle
+    #: Links to this application's own /packages/ (files that need the application's check).
+    own_urls: URLBuilder
+    #: cdn.signing's CloudFront signer when ``[cdn] signing_key_id`` is set, else None.
+    cloudfront: Any = None
     #: pypi.upstream.proxy.UpstreamProxy in ``[upstream] mode = proxy``, else None.
     upstream: Any = None

@@ -22,7 +22,6 @@ from pypi.index import access, auth, tokens
 from pypi.services import Services
 from pypi.upstream.proxy import NOTHING, Answer
 from pypi.views.responses import error, tag
-from pypi.views.throttle import LoginThrottle
 
 _current: contextvars.ContextVar[auth.User | None] = contextvars.ContextVar("cloudpypi_user", default=None)
 
@@ -34,18 +33,6 @@ def current() -> auth.User | None:
 
 def mode(svc: Services) -> str:
     return svc.config.access.read
-
-
-def throttle(svc: Services) -> LoginThrottle:
-    """The application's login throttle (made on first use, kept on the services)."""
-    t = svc.__dict__.get("_login_throttle")
-    if t is None:
-        a = svc.config.access
-        t = svc.__dict__.setdefault(
-            "_login_throttle",
-            LoginThrottle(a.login_burst, a.login_refill_seconds, a.login_user_burst, a.login_user_delay),
-        )
-    return t
 
 
 def challenge(message: str = "Unauthorized: this index needs credentials to read") -> Response:
@@ -63,7 +50,7 @@ def login(svc: Services, request: Request, username: str, password: str) -> auth
 
     Used by reads and uploads alike; failures are throttled per address and per username.
     """
-    t = throttle(svc)
+    t = svc.throttle
     address = client_address(request)
     wait = t.retry_after(address)
     if wait > 0:
@@ -149,12 +136,7 @@ def protected(svc: Services, tx, project) -> bool:
 def file_urls(svc: Services, tx, project) -> URLBuilder:
     """Where the project's file links point: the public files URL, or, for files that need
     a check, this application's own /packages/ (which checks, then redirects to a signed URL)."""
-    if not protected(svc, tx, project):
-        return svc.urls
-    own = svc.__dict__.get("_own_urls")
-    if own is None:
-        own = svc.__dict__.setdefault("_own_urls", URLBuilder("", svc.config.webui.url))
-    return own
+    return svc.own_urls if protected(svc, tx, project) else svc.urls
 
 
 def check_file(svc: Services, path: str) -> bool | Response:
@@ -176,16 +158,6 @@ def check_file(svc: Services, path: str) -> bool | Response:
 def signed_file_url(svc: Services, path: str) -> str | None:
     """A signed, expiring URL for the file (CloudFront, else the store's own), or None: stream it."""
     expires = svc.config.access.signed_url_expires
-    signer = cloudfront_signer(svc)
-    if signer is not None:
-        return signer.sign(svc.urls.file_url(path), expires)
+    if svc.cloudfront is not None:
+        return svc.cloudfront.sign(svc.urls.file_url(path), expires)
     return svc.storage.signed_url(path, expires)
-
-
-def cloudfront_signer(svc: Services):
-    """The CloudFront signer of ``[cdn] signing_key_id``/``signing_key_file`` (None if not set)."""
-    if "_cf_signer" not in svc.__dict__:
-        from cdn.signing import from_config
-
-        svc.__dict__["_cf_signer"] = from_config(svc.config.cdn.options) if svc.config.cdn.files_url else None
-    return svc.__dict__["_cf_signer"]

@@ -11,7 +11,7 @@ import webtest
 from pypi.app import make_app
 from pypi.index import auth
 from pypi.index.db import Database
-from pypi.views.throttle import Buckets
+from pypi.index.throttle import Buckets
 from tests.conftest import PASSWORD, basic, make_config
 
 
