@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         help="multiply projects, files and journal rows (e.g. 0.05 for development)",
     )
     sc.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    sc.add_argument(
+        "--database",
+        metavar="URL",
+        help="measure this already-built pypi.org-shaped PostgreSQL database instead of building one "
+        "(build it once with: python -m benchmarks.scale URL [--scale F])",
+    )
     sc.add_argument("--no-fsck", action="store_true", help="skip fsck and migrate-storage --dry-run")
     sub.add_parser("list", help="the names --only accepts")
     sub.add_parser("mirror", help="issue 10: cloudpypi mirror against bandersnatch, proxy pip timing")
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scale":
         from benchmarks import scale
 
-        return scale.main(scale=args.scale, seconds=args.seconds, with_cli=not args.no_fsck)
+        return scale.main(
+            scale=args.scale, seconds=args.seconds, with_cli=not args.no_fsck, database=args.database
+        )
     if args.command == "storage":
         from benchmarks import storage_backends
 
