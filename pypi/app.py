@@ -14,9 +14,11 @@ from cdn import policy, signing
 from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
 from pypi.config import Config, ConfigError
+from pypi.index.access import PrivateFiles
 from pypi.index.db import Database, DatabaseError
 from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
+from pypi.index.segmented import SegmentedPages
 from pypi.index.shared_pages import SharedPages
 from pypi.index.throttle import LoginThrottle
 from pypi.services import Services
@@ -155,6 +157,8 @@ def build_services(
         uploader=uploader,
         renders=RenderCache(config.webui.render_cache_size),
         pages=SharedPages(db),
+        segments=SegmentedPages(db),
+        private_files=PrivateFiles(),
         throttle=LoginThrottle(
             access.login_burst, access.login_refill_seconds, access.login_user_burst, access.login_user_delay
         ),

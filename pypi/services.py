@@ -9,8 +9,10 @@ import storage
 from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
 from pypi.config import Config
+from pypi.index.access import PrivateFiles
 from pypi.index.db import Database
 from pypi.index.render_cache import RenderCache
+from pypi.index.segmented import SegmentedPages
 from pypi.index.shared_pages import SharedPages
 from pypi.index.throttle import LoginThrottle
 from pypi.upload.pipeline import Uploader
@@ -27,6 +29,10 @@ class Services:
     renders: RenderCache
     #: Pages rendered once for the whole deployment (/simple/, large project pages).
     pages: SharedPages
+    #: Whole-index pages kept as segments for the deployment (/simple/, XML-RPC lists).
+    segments: SegmentedPages
+    #: The files of private projects, held per serial (downloads need no lookup of their own).
+    private_files: PrivateFiles
     #: Failed-login buckets of this process ([access] login_*).
     throttle: LoginThrottle
     #: Links to this application's own /packages/ (files that need the application's check).

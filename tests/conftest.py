@@ -26,6 +26,7 @@ TABLES = [
     "upstream_pages",
     "upstream_state",
     "purge_outbox",
+    "stored_segments",
     "stored_pages",
     "journal",
     "file_registry",

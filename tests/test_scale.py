@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from pypi.index import db as dbmod
-from pypi.index import journal, packages, shared_pages, stream
+from pypi.index import journal, packages, segmented, shared_pages, stream
 from pypi.index.render_cache import RenderCache
 from pypi.views import xmlrpc_lists
 from tests.dists import make_wheel
@@ -31,6 +31,9 @@ def add_projects(db, names):
             packages.create_project(tx, name)
             journal.record(tx, name, None, "create", None)
             journal.record(tx, name, "1.0", "new release", "alice")
+
+
+HTML_PAGE = "segmented/simple/html"
 
 
 def stored_row(db, page):
@@ -72,22 +75,31 @@ def test_xmlrpc_changelog_refuses_a_non_integer_serial(testapp):
 # -- /simple/ stored once for the deployment -----------------------------------
 
 
+def segment_rows(db, page):
+    with db.reading() as tx:
+        return {
+            r["lo"]: (r["version"], r["etag"])
+            for r in tx.all("SELECT lo, version, etag FROM stored_segments WHERE page = ?", (page,))
+        }
+
+
 def test_simple_index_html_is_stored_and_not_rerendered_for_an_upload_to_an_existing_project(
     testapp, db, users, tmp_path
 ):
     upload(testapp, make_wheel(str(tmp_path), "Alpha", "1.0"), name="Alpha", version="1.0")
     first = testapp.get("/simple/")
     assert '<a href="/simple/alpha/">Alpha</a>' in first.text
-    row = stored_row(db, "simple-index/html")
-    assert row is not None
+    row = stored_row(db, HTML_PAGE)
+    segments = segment_rows(db, HTML_PAGE)
+    assert row is not None and segments
     upload(testapp, make_wheel(str(tmp_path), "Alpha", "1.1"), name="Alpha", version="1.1")
     again = testapp.get("/simple/")
     assert again.body == first.body and again.etag == first.etag
-    assert stored_row(db, "simple-index/html") == row  # not rendered again
+    assert stored_row(db, HTML_PAGE) == row and segment_rows(db, HTML_PAGE) == segments  # not rendered again
     upload(testapp, make_wheel(str(tmp_path), "Beta", "1.0"), name="Beta", version="1.0")
     fresh = testapp.get("/simple/")
     assert '<a href="/simple/beta/">Beta</a>' in fresh.text
-    assert stored_row(db, "simple-index/html")["version"] != row["version"]
+    assert stored_row(db, HTML_PAGE)["version"] != row["version"]
 
 
 def test_a_second_process_serves_the_stored_simple_index_without_rendering(testapp, db, config, monkeypatch):
@@ -98,6 +110,7 @@ def test_a_second_process_serves_the_stored_simple_index_without_rendering(testa
     from pypi.app import make_app
 
     other = webtest.TestApp(make_app(config, db=db))  # another process: its own memory, same database
+    monkeypatch.setattr(segmented, "_put", lambda *a, **k: pytest.fail("rendered again"))
     monkeypatch.setattr(shared_pages, "make_page", lambda *a, **k: pytest.fail("rendered again"))
     second = other.get("/simple/", headers={"Accept": JSON})
     assert second.body == first.body
@@ -213,7 +226,7 @@ def plan(db, sql, params=()):
             ("ab%",),
             "projects_name_prefix",
         ),
-        ("SELECT MAX(id) FROM journal WHERE action IN ('create', 'remove project')", (), "journal_name_set"),
+        (segmented.NAME_SET_SQL, (), "journal_names"),
     ],
 )
 def test_hot_queries_use_an_index(db, sql, params, index):
@@ -352,9 +365,9 @@ def test_a_page_another_process_rendered_while_waiting_for_the_lock_is_not_rende
     assert shared_pages.SharedPages(db).get("p", "8", lambda tx: "8", lambda tx: b"never").body == b"eight"
 
 
-def test_the_simple_index_is_held_gzip_only_and_sent_whole_to_identity_clients(app, testapp, db):
+def test_the_simple_index_is_sent_whole_to_identity_clients(app, testapp, db):
     add_projects(db, [f"p{i}" for i in range(300)])
     plain = raw_get(app, "/simple/", {"Accept-Encoding": "identity"})
-    held = app.services.pages._latest["simple-index/html"]
-    assert held.body == b"" and held.length == len(plain.body) == int(plain.headers["Content-Length"])
-    assert plain.body.count(b"<a href=") == 300 and gzip.decompress(held.gzip) == plain.body
+    held = app.services.segments.held(HTML_PAGE)
+    assert held.length == len(plain.body) == int(plain.headers["Content-Length"])
+    assert plain.body.count(b"<a href=") == 300 and gzip.decompress(b"".join(held.gzip_iter())) == plain.body

@@ -9,6 +9,7 @@ Token scopes (pypi.index.tokens) narrow what a user may read further.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ from pypi.index.db import Tx
 PUBLIC = "public"
 AUTHENTICATED = "authenticated"
 READ_MODES = (PUBLIC, AUTHENTICATED)
+#: Visibility.shared: the lists shared by every viewer who sees every project, or every public one.
+EVERYTHING = "everything"
+PUBLIC_ONLY = "public-only"
 
 
 class Denied(Exception):
@@ -87,6 +91,8 @@ class Visibility:
 
     hidden: frozenset[str] = frozenset()
     only: frozenset[str] | None = None
+    #: Whether ``hidden`` is exactly the private projects (then the lists are the public ones).
+    hides_all_private: bool = False
 
     def shows(self, name: str) -> bool:
         n = canonicalize_name(name)
@@ -104,6 +110,16 @@ class Visibility:
         return not self.hidden and self.only is None
 
     @property
+    def shared(self) -> str | None:
+        """Which of the lists kept for the whole deployment this viewer's are: EVERYTHING,
+        PUBLIC_ONLY (every public project, as anonymous readers see), or None (their own)."""
+        if self.everything:
+            return EVERYTHING
+        if self.only is None and self.hides_all_private:
+            return PUBLIC_ONLY
+        return None
+
+    @property
     def key(self) -> tuple:
         """For the render cache: two viewers with the same key see the same lists."""
         return (tuple(sorted(self.hidden)), None if self.only is None else tuple(sorted(self.only)))
@@ -113,7 +129,7 @@ def visibility(tx: Tx, user: User | None, mode: str = PUBLIC) -> Visibility:
     """What ``user``'s lists (simple index, search, home page, XML-RPC, changelog) may show."""
     private = private_names(tx)
     if user is None:
-        return Visibility(frozenset(private))
+        return Visibility(frozenset(private), hides_all_private=True)
     hidden = set(private)
     if private:
         rows = tx.all(
@@ -124,12 +140,12 @@ def visibility(tx: Tx, user: User | None, mode: str = PUBLIC) -> Visibility:
         mine = {int(r["project_id"]) for r in rows}
         hidden = {n for n, pid in private.items() if pid not in mine}
     limit = tokens.scoped_projects(user, "read")
-    if limit is None:
-        return Visibility(frozenset(hidden))
-    if mode == PUBLIC:
+    if limit is not None and mode == PUBLIC:
         # Public projects stay visible; private ones only within the token's scope.
         hidden |= {n for n in private if n not in limit}
-        return Visibility(frozenset(hidden))
+        limit = None
+    if limit is None:
+        return Visibility(frozenset(hidden), hides_all_private=len(hidden) == len(private))
     return Visibility(frozenset(hidden), frozenset(limit))
 
 
@@ -148,6 +164,47 @@ def set_visibility(tx: Tx, project: Any, private: bool, by: str | None = None) -
     action = "visibility private" if private else "visibility public"
     changes.record(tx, project["name"], None, action, by, new_project=True)
     return True
+
+
+class PrivateFiles:
+    """The stored paths of private projects' files -> their project, held per serial.
+
+    A download asks only whether its path is one of them (one read of the serial, the
+    set read again only after a change), instead of looking its file up every time.
+    """
+
+    def __init__(self) -> None:
+        self._serial = -1
+        self._paths: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def project_of(self, tx: Tx, path: str) -> Any:
+        """The private project (id, name, normalized_name, private) the file at ``path`` (or
+        its .metadata) belongs to, or None: a public project's file or no file at all."""
+        from pypi.index import journal
+
+        serial = journal.last_serial(tx)
+        if serial != self._serial:
+            rows = tx.all(
+                "SELECT f.path, p.id, p.name, p.normalized_name FROM private_projects v "
+                "JOIN projects p ON p.id = v.project_id JOIN releases r ON r.project_id = p.id "
+                "JOIN files f ON f.release_id = r.id"
+            )
+            paths = {
+                r["path"]: {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "normalized_name": r["normalized_name"],
+                    "private": 1,
+                }
+                for r in rows
+            }
+            with self._lock:
+                if serial >= self._serial:
+                    self._serial, self._paths = serial, paths
+        if path.endswith(".metadata"):
+            path = path[: -len(".metadata")]
+        return self._paths.get(path)
 
 
 def file_project(tx: Tx, path: str) -> Any:

@@ -27,6 +27,9 @@ def size_of(value: object) -> int:
         return len(value) + 64
     if isinstance(value, (tuple, list)):
         return sum(size_of(v) for v in value) + 64
+    nbytes = getattr(value, "nbytes", None)  # a rendered page (shared_pages.Page)
+    if isinstance(nbytes, int):
+        return nbytes + 256
     return sys.getsizeof(value)
 
 

@@ -55,6 +55,22 @@ class Page:
     def length(self) -> int:
         return len(self.body) if self.size < 0 else self.size
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes it holds (for the render cache's bound)."""
+        return len(self.body) + len(self.gzip)
+
+    @property
+    def gzip_length(self) -> int:
+        return len(self.gzip)
+
+    def gzip_iter(self) -> list[bytes]:
+        return [self.gzip]
+
+    def identity_chunks(self) -> list[bytes] | Iterator[bytes]:
+        """The page uncompressed: the body, or the gzip form decompressed as it is sent."""
+        return [self.body] if self.has_body else gunzipped(self.gzip)
+
 
 def make_page(body: bytes | Iterable[bytes], version: str) -> Page:
     """A Page from the body (or its chunks, compressed as they come)."""

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from webob import Request, Response
-
-from pypi.index.shared_pages import Page, gunzipped
 
 
 @functools.lru_cache(maxsize=256)
@@ -29,17 +28,17 @@ def accepts_gzip(request: Request) -> bool:
     return _gzip_ok(request.headers.get("Accept-Encoding") or "")
 
 
-def page_response(request: Request, page: Page, content_type: str, *, vary: tuple[str, ...] = ()) -> Response:
-    """The page, gzip-encoded when the client accepts it; the two encodings have distinct ETags."""
+def page_response(request: Request, page: Any, content_type: str, *, vary: tuple[str, ...] = ()) -> Response:
+    """The page (a shared_pages.Page or a segmented.Assembled), gzip-encoded when the client
+    accepts it; the two encodings have distinct ETags. The body goes out as the chunks the
+    page holds, never joined into one more copy."""
     if accepts_gzip(request):
-        response = Response(body=page.gzip, content_type=content_type)
+        response = Response(app_iter=page.gzip_iter(), content_type=content_type)
+        response.content_length = page.gzip_length
         response.content_encoding = "gzip"
         response.etag = page.etag + "-gzip"
-    elif page.has_body:
-        response = Response(body=page.body, content_type=content_type)
-        response.etag = page.etag
-    else:  # kept compressed only: decompressed as it is sent
-        response = Response(app_iter=gunzipped(page.gzip), content_type=content_type)
+    else:
+        response = Response(app_iter=page.identity_chunks(), content_type=content_type)
         response.content_length = page.length
         response.etag = page.etag
     if "html" in content_type:

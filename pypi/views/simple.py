@@ -13,7 +13,7 @@ from webob.acceptparse import create_accept_header
 
 from cdn import policy
 from cdn.urls import URLBuilder
-from pypi.index import access, cache_keys, journal, packages, shared_pages, stream
+from pypi.index import access, cache_keys, journal, packages, segmented, shared_pages, stream
 from pypi.index.db import Tx
 from pypi.index.shared_pages import Page
 from pypi.services import Services
@@ -61,10 +61,56 @@ def slashless(svc: Services, request: Request) -> Response:
     return redirect("/simple/" + query, keys=[cache_keys.INDEX_KEY])
 
 
-#: The journal actions that add or remove a name: the HTML /simple/ changes only with them.
-NAME_SET_SQL = "SELECT MAX(id) FROM journal WHERE action IN ('create', 'remove project')"
-#: The JSON /simple/ carries every project's serial; it is re-rendered at most once a second.
+#: The version of the name lists: the HTML /simple/ changes only with it.
+NAME_SET_SQL = segmented.NAME_SET_SQL
+#: The JSON /simple/ carries every project's serial; it is brought up to date at most once a second.
 JSON_INDEX_MAX_AGE = 1.0
+_HTML_HEAD = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n"
+    f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+    "    <title>Simple index</title>\n  </head>\n  <body>\n"
+).encode()
+_HTML_TAIL = b"  </body>\n</html>\n"
+
+
+def _html_entry(row: tuple) -> str:
+    return f'    <a href="/simple/{escape(row[1])}/">{escape(row[0])}</a><br/>\n'
+
+
+def _json_entry(row: tuple) -> str:
+    return f'{{"name": {json.dumps(row[0])}, "_last-serial": {int(row[2])}}}'
+
+
+def _json_head(serial: int) -> bytes:
+    meta = json.dumps({"api-version": API_VERSION, "_last-serial": serial})
+    return f'{{"meta": {meta}, "projects": ['.encode()
+
+
+def _spec(fmt: str, public: bool) -> segmented.Spec:
+    suffix = "/public" if public else ""
+    if fmt == "html":
+        return segmented.Spec(
+            f"segmented/simple/html{suffix}",
+            _html_entry,
+            lambda _version: _HTML_HEAD,
+            _HTML_TAIL,
+            public=public,
+            keep_body=True,
+        )
+    return segmented.Spec(
+        f"segmented/simple/json{suffix}",
+        _json_entry,
+        _json_head,
+        b"]}",
+        joiner=b", ",
+        names_only=False,
+        public=public,
+    )
+
+
+#: (format, public) -> the segmented page: public ones list only public projects, for every
+#: reader from whom exactly the private projects are hidden (anonymous readers among them).
+SPECS = {(fmt, public): _spec(fmt, public) for fmt in ("html", "json") for public in (False, True)}
 
 
 def _name_set(tx) -> str:
@@ -75,9 +121,9 @@ def _name_set(tx) -> str:
 def index(svc: Services, request: Request) -> Response:
     """/simple/: every project the reader may see.
 
-    A reader who sees every project gets the page rendered once for the deployment
-    (pypi.index.shared_pages); one from whom private projects are hidden gets a page
-    rendered for what they may see, kept in this process's render cache by serial.
+    A reader who sees every project, or every public one, gets the page kept for the
+    deployment as segments (pypi.index.segmented); one who sees some other set gets a
+    page rendered for what they may see, kept in this process's render cache by serial.
     """
     content_type = negotiate(request)
     if content_type is None:
@@ -85,8 +131,8 @@ def index(svc: Services, request: Request) -> Response:
     fmt = FORMATS[content_type]
     with svc.db.reading() as tx:
         vis = viewer.visibility(svc, tx)
-        if not vis.everything:
-            serial = journal.last_serial(tx)
+        serial = journal.last_serial(tx)
+        if vis.shared is None:
             page = svc.renders.get_or_render(
                 ("simple-index", serial, fmt, vis.key),
                 lambda: shared_pages.make_page(
@@ -95,23 +141,12 @@ def index(svc: Services, request: Request) -> Response:
                 ),
             )
             return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
-        version = str(journal.last_serial(tx)) if fmt == "json" else _name_set(tx)
+        version = serial if fmt == "json" else int(_name_set(tx))
+    spec = SPECS[fmt, vis.shared == access.PUBLIC_ONLY]
+    held = svc.segments.get(spec, version, max_age=JSON_INDEX_MAX_AGE if fmt == "json" else 0.0)
     if fmt == "json":
-        page = svc.pages.get(
-            "simple-index/json",
-            version,
-            lambda tx: str(journal.last_serial(tx)),
-            lambda tx: _render_index_json(tx, int(journal.last_serial(tx))),
-            max_age=JSON_INDEX_MAX_AGE,
-        )
-        serial = int(page.version)
-    else:
-        page = svc.pages.get("simple-index/html", version, _name_set, _render_index_html)
-        serial = None
-    if serial is None:
-        with svc.db.reading() as tx:
-            serial = journal.last_serial(tx)
-    return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
+        serial = held.version
+    return _response(request, held, content_type, serial, [cache_keys.INDEX_KEY])
 
 
 _INDEX_SQL = "SELECT name, normalized_name, last_serial FROM projects ORDER BY normalized_name"

@@ -143,13 +143,15 @@ def check_file(svc: Services, path: str) -> bool | Response:
     """Whether the file at ``path`` needs the application's check (True: passed it), or the
     404/403 refusing it. A file of a project the reader may not see does not exist."""
     with svc.db.reading() as tx:
-        if mode(svc) == access.PUBLIC and not access.any_private(tx):
-            return False  # one cheap query: nothing is private, every file is public
-        project = access.file_project(tx, path)
-        if project is None:
-            return mode(svc) == access.AUTHENTICATED
-        if not protected(svc, tx, project):
-            return False
+        if mode(svc) == access.PUBLIC:
+            # Only private projects' files need the check: their paths are held per serial.
+            project = svc.private_files.project_of(tx, path)
+            if project is None:
+                return False
+        else:
+            project = access.file_project(tx, path)
+            if project is None:
+                return True
         if not access.can_read(tx, current(), project, mode(svc)):
             return error(404, "Not Found")
     return True

@@ -99,10 +99,11 @@ def rpc(svc: Services, request: Request) -> Response:
         )
     if writer is not None:
         with svc.db.reading() as tx:
-            if not _visibility(svc, tx).everything:
-                writer = None  # private projects hidden from this caller: the filtering methods answer
-    if writer is not None and method in xmlrpc_lists.SHARED:  # the whole index: rendered once
-        return _shared_list(svc, request, method)
+            shared = _visibility(svc, tx).shared
+        if shared is not None and method in xmlrpc_lists.SHARED:  # the whole index: kept for all
+            return _shared_list(svc, request, method, public=shared == access.PUBLIC_ONLY)
+        if shared != access.EVERYTHING:
+            writer = None  # private projects hidden from this caller: the filtering methods answer
     with svc.db.transaction() as tx:
         serial = journal.last_serial(tx)
         if writer is not None:  # the long lists: written from a cursor, not built as Python values
@@ -139,22 +140,17 @@ def _oversized_int(value: Any, depth: int = 0) -> int | None:
     return None
 
 
-def _shared_list(svc: Services, request: Request, method: str) -> Response:
-    """list_packages(_with_serial): the stored answer, re-written at most once a second
-    (pypi.index.shared_pages), and gzip-encoded for clients that accept it (bandersnatch does)."""
+def _shared_list(svc: Services, request: Request, method: str, *, public: bool) -> Response:
+    """list_packages(_with_serial): the deployment's segmented copy, brought up to date at most
+    once a second (pypi.index.segmented), gzip-encoded for clients that accept it (bandersnatch)."""
+    spec = xmlrpc_lists.SPECS[method, public]
     with svc.db.reading() as tx:
-        serial = str(journal.last_serial(tx))
-    writer = xmlrpc_lists.WRITERS[method]
-    page = svc.pages.get(
-        f"xmlrpc/{method}",
-        serial,
-        lambda tx: str(journal.last_serial(tx)),
-        writer,
-        max_age=xmlrpc_lists.MAX_AGE,
-    )
+        serial = journal.last_serial(tx)
+        version = int(tx.scalar(spec.version_sql) or 0)
+    page = svc.segments.get(spec, version, max_age=xmlrpc_lists.MAX_AGE)
     response = page_response(request, page, "text/xml")
     response.charset = "utf-8"
-    response.headers["X-PyPI-Last-Serial"] = page.version
+    response.headers["X-PyPI-Last-Serial"] = str(page.version if not spec.names_only else serial)
     return tag(response, policy.INDEX, [cache_keys.INDEX_KEY])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from xmlrpc.client import escape
 
-from pypi.index import stream
+from pypi.index import segmented, stream
 from pypi.index.db import Tx
 
 HEAD = "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n"
@@ -78,10 +78,33 @@ def changelog_since_serial(tx: Tx, serial: int, limit: int = 50000) -> bytes:
     return _joined(parts())
 
 
-#: The methods whose answer is the whole index, stored for the deployment (shared_pages) and
-#: re-written at most every MAX_AGE seconds (their serial is in X-PyPI-Last-Serial).
+#: The methods whose answer is the whole index, kept for the deployment as segments
+#: (pypi.index.segmented) and brought up to date at most every MAX_AGE seconds.
 SHARED = ("list_packages", "list_packages_with_serial")
 MAX_AGE = 1.0
+
+
+def _name_entry(row: tuple) -> str:
+    return f"<value><string>{escape(row[0])}</string></value>\n"
+
+
+def _serial_entry(row: tuple) -> str:
+    return f"<member>\n<name>{escape(row[0])}</name>\n<value><int>{int(row[2])}</int></value>\n</member>\n"
+
+
+def _spec(method: str, public: bool) -> segmented.Spec:
+    page = f"segmented/xmlrpc/{method}" + ("/public" if public else "")
+    if method == "list_packages":
+        head, tail = HEAD + "<value><array><data>\n", "</data></array></value>\n" + TAIL
+        return segmented.Spec(page, _name_entry, lambda _v: head.encode(), tail.encode(), public=public)
+    head, tail = HEAD + "<value><struct>\n", "</struct></value>\n" + TAIL
+    return segmented.Spec(
+        page, _serial_entry, lambda _v: head.encode(), tail.encode(), names_only=False, public=public
+    )
+
+
+#: (method, public) -> its segmented page; the public ones list only public projects.
+SPECS = {(m, public): _spec(m, public) for m in SHARED for public in (False, True)}
 
 #: method -> writer, for the methods answered from a cursor (the arguments already checked).
 WRITERS = {

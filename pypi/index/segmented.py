@@ -1,0 +1,438 @@
+"""Whole-index pages kept in the database as sorted segments, updated by insertion.
+
+``/simple/`` (HTML and JSON) and the XML-RPC ``list_packages`` lists are one
+entry per project, 600,000 at pypi.org's size. Each is stored as segments of
+about ``SEGMENT_ROWS`` consecutive names (table ``stored_segments``, keyed by the
+first name of the range, ``lo``) plus a version row in ``stored_pages``. A
+change re-renders only the segments whose ranges hold the names the journal
+says changed since the stored version (a new project: one segment of a few
+thousand names), never the 600,000; a segment grown past twice its size is
+split, an emptied one dropped.
+
+Each segment is stored with its raw deflate stream (sync-flushed, so streams
+concatenate) and its CRC-32, so the gzip form of the whole page is the gzip
+header, the segments' deflate streams, a final empty block and a trailer
+combined from the CRCs: one gzip member any client decodes, and no
+recompression of the page. A process holds the segments it read and, when the
+version moves, fetches only the segments re-rendered since (one query, one
+snapshot). The update runs under an advisory lock in one process of the
+deployment; the others serve the page they hold meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from packaging.utils import canonicalize_name
+
+from pypi.index import stream
+from pypi.index.db import Database, Tx
+
+#: Names per segment when the page is built whole; a segment is split past twice this.
+SEGMENT_ROWS = 4000
+#: More names changed than this since the stored version: the page is built whole again.
+MAX_CHANGES = 2000
+LEVEL = 6
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: A final deflate block with no data (fixed Huffman, end of block): closes the concatenation.
+FINAL_BLOCK = b"\x03\x00"
+#: The journal actions that add a name to, or take one from, the name lists (all or public).
+NAME_ACTIONS = "('create', 'remove project', 'visibility private', 'visibility public')"
+NAME_SET_SQL = f"SELECT MAX(id) FROM journal WHERE action IN {NAME_ACTIONS}"
+NAME_CHANGES_SQL = f"SELECT DISTINCT name FROM journal WHERE id > ? AND id <= ? AND action IN {NAME_ACTIONS}"
+SERIAL_SQL = "SELECT value FROM serials WHERE id = 1"
+SERIAL_CHANGES_SQL = "SELECT DISTINCT name FROM journal WHERE id > ? AND id <= ?"
+_PUBLIC = " AND NOT EXISTS (SELECT 1 FROM private_projects v WHERE v.project_id = projects.id)"
+
+
+def deflate(data: bytes) -> bytes:
+    """``data`` as a raw deflate stream that another can follow (sync-flushed, not final)."""
+    z = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+
+
+def inflate(data: bytes) -> bytes:
+    return zlib.decompressobj(-15).decompress(data)
+
+
+# -- CRC-32 of a concatenation from the parts' CRCs (zlib's crc32_combine) ------------
+
+
+def _times(mat: list[int], vec: int) -> int:
+    out, i = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _square(mat: list[int]) -> list[int]:
+    return [_times(mat, mat[n]) for n in range(32)]
+
+
+def _zero_operators() -> list[list[int]]:
+    """Operator k appends 2**k zero bytes to a CRC."""
+    one_bit = [0xEDB88320] + [1 << n for n in range(31)]
+    op = _square(_square(_square(one_bit)))  # 8 zero bits: one byte
+    ops = [op]
+    for _ in range(63):
+        op = _square(op)
+        ops.append(op)
+    return ops
+
+
+_OPS = _zero_operators()
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of A + B from crc(A), crc(B) and len(B)."""
+    k = 0
+    while len2:
+        if len2 & 1:
+            crc1 = _times(_OPS[k], crc1)
+        len2 >>= 1
+        k += 1
+    return crc1 ^ crc2
+
+
+# -- what a page is made of -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One segmented page: where it is stored, what it lists and how each row is written."""
+
+    page: str
+    #: ``SELECT name, normalized_name, last_serial FROM projects`` rows -> one entry.
+    entry: Callable[[tuple], str]
+    #: The page's opening, given its version (the JSON index carries its serial).
+    head: Callable[[int], bytes]
+    tail: bytes
+    #: What separates two entries (", " in JSON).
+    joiner: bytes = b""
+    #: Whether the version is the name set's (else the index's serial).
+    names_only: bool = True
+    #: Only public projects (the page for readers from whom private projects are hidden).
+    public: bool = False
+    #: Whether processes hold the uncompressed segments too (served identity at full speed).
+    keep_body: bool = False
+
+    @property
+    def version_sql(self) -> str:
+        return NAME_SET_SQL if self.names_only else SERIAL_SQL
+
+    @property
+    def changes_sql(self) -> str:
+        return NAME_CHANGES_SQL if self.names_only else SERIAL_CHANGES_SQL
+
+    def rows_sql(self, lo: str | None, hi: str | None) -> tuple[str, list]:
+        where, params = "1 = 1", []
+        if lo:
+            where += " AND normalized_name >= ?"
+            params.append(lo)
+        if hi is not None:
+            where += " AND normalized_name < ?"
+            params.append(hi)
+        if self.public:
+            where += _PUBLIC
+        sql = (
+            f"SELECT name, normalized_name, last_serial FROM projects WHERE {where} ORDER BY normalized_name"
+        )
+        return sql, params
+
+
+@dataclass(frozen=True)
+class Segment:
+    lo: str
+    version: int
+    etag: str
+    length: int
+    crc: int
+    deflate: bytes
+    #: The uncompressed entries, or b"" when the process keeps only ``deflate``.
+    body: bytes = b""
+
+    def text(self) -> bytes:
+        return self.body if self.body or not self.length else inflate(self.deflate)
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """A segmented page as a process holds it; sent as a list of chunks, never joined."""
+
+    spec: Spec
+    version: int
+    segments: tuple[Segment, ...]
+    loaded: float
+    head: bytes = b""
+    etag: str = ""
+    length: int = 0
+    gzip_parts: tuple[bytes, ...] = ()
+    gzip_length: int = 0
+
+    @property
+    def rendered(self) -> float:
+        return self.loaded
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(s.deflate) + len(s.body) for s in self.segments)
+
+    def identity_iter(self) -> Iterator[bytes]:
+        """The page uncompressed, in chunks (held segments as they are, others inflated one at a time)."""
+        yield self.head
+        first = True
+        for s in self.segments:
+            if not s.length:
+                continue
+            if not first and self.spec.joiner:
+                yield self.spec.joiner
+            first = False
+            yield s.text()
+        yield self.spec.tail
+
+    def identity_chunks(self) -> Sequence[bytes] | Iterator[bytes]:
+        if self.spec.keep_body:
+            return list(self.identity_iter())
+        return self.identity_iter()
+
+    def gzip_iter(self) -> Sequence[bytes]:
+        return self.gzip_parts
+
+    @property
+    def body(self) -> bytes:
+        """The whole page joined (tests and small pages only)."""
+        return b"".join(self.identity_iter())
+
+
+def assemble(spec: Spec, version: int, segments: Sequence[Segment]) -> Assembled:
+    head = spec.head(version)
+    crc = zlib.crc32(head)
+    length = len(head)
+    parts = [GZIP_HEADER, deflate(head)]
+    joiner_deflate = deflate(spec.joiner) if spec.joiner else b""
+    md5 = hashlib.md5(head)
+    first = True
+    for s in segments:
+        if not s.length:
+            continue
+        if not first and spec.joiner:
+            parts.append(joiner_deflate)
+            crc = zlib.crc32(spec.joiner, crc)
+            length += len(spec.joiner)
+        first = False
+        parts.append(s.deflate)
+        crc = crc32_combine(crc, s.crc, s.length)
+        length += s.length
+        md5.update(s.etag.encode())
+    parts += [deflate(spec.tail), FINAL_BLOCK]
+    crc = zlib.crc32(spec.tail, crc)
+    length += len(spec.tail)
+    md5.update(spec.tail)
+    parts.append(struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF))
+    return Assembled(
+        spec,
+        version,
+        tuple(segments),
+        time.time(),
+        head,
+        md5.hexdigest(),
+        length,
+        tuple(parts),
+        sum(len(p) for p in parts),
+    )
+
+
+# -- writing: the deployment's copy --------------------------------------------------------
+
+
+def _render(spec: Spec, rows: Sequence[tuple]) -> bytes:
+    entry = spec.entry
+    return (
+        spec.joiner.join([entry(r).encode() for r in rows])
+        if spec.joiner
+        else "".join([entry(r) for r in rows]).encode()
+    )
+
+
+def _put(tx: Tx, spec: Spec, lo: str, version: int, rows: Sequence[tuple]) -> None:
+    from pypi.index.shared_pages import _blob
+
+    body = _render(spec, rows)
+    blob = _blob(tx)
+    tx.execute(
+        "INSERT INTO stored_segments (page, lo, version, etag, length, crc, entries, deflate) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (page, lo) DO UPDATE SET "
+        "version = excluded.version, etag = excluded.etag, length = excluded.length, crc = excluded.crc, "
+        "entries = excluded.entries, deflate = excluded.deflate",
+        (
+            spec.page,
+            lo,
+            version,
+            hashlib.md5(body).hexdigest(),
+            len(body),
+            zlib.crc32(body),
+            len(rows),
+            blob(deflate(body)),
+        ),
+    )
+
+
+def _build_whole(tx: Tx, spec: Spec, version: int) -> None:
+    tx.execute("DELETE FROM stored_segments WHERE page = ?", (spec.page,))
+    sql, params = spec.rows_sql(None, None)
+    lo, batch = "", []
+    for row in stream.rows(tx, sql, params):
+        if len(batch) >= SEGMENT_ROWS:
+            _put(tx, spec, lo, version, batch)
+            lo, batch = row[1], []
+        batch.append(row)
+    _put(tx, spec, lo, version, batch)  # the first segment ("") exists even for an empty index
+
+
+def _segment_of(tx: Tx, page: str, name: str) -> str:
+    return tx.scalar("SELECT MAX(lo) FROM stored_segments WHERE page = ? AND lo <= ?", (page, name)) or ""
+
+
+def _rewrite(tx: Tx, spec: Spec, lo: str, version: int) -> None:
+    """Render the segment starting at ``lo`` again; split it if it grew, drop it if it emptied."""
+    hi = tx.scalar("SELECT MIN(lo) FROM stored_segments WHERE page = ? AND lo > ?", (spec.page, lo))
+    sql, params = spec.rows_sql(lo, hi)
+    rows = list(stream.rows(tx, sql, params))
+    if not rows and lo:
+        tx.execute("DELETE FROM stored_segments WHERE page = ? AND lo = ?", (spec.page, lo))
+        return
+    if len(rows) <= 2 * SEGMENT_ROWS:
+        _put(tx, spec, lo, version, rows)
+        return
+    for start in range(0, len(rows), SEGMENT_ROWS):
+        part = rows[start : start + SEGMENT_ROWS]
+        _put(tx, spec, lo if start == 0 else part[0][1], version, part)
+
+
+def update(tx: Tx, spec: Spec) -> int:
+    """Bring the stored page to the version now (inside the caller's write transaction); the version."""
+    from pypi.index.shared_pages import _iso
+
+    version = int(tx.scalar(spec.version_sql) or 0)
+    row = tx.one("SELECT version FROM stored_pages WHERE page = ?", (spec.page,))
+    stored = int(row["version"]) if row is not None else None
+    if stored is not None and stored >= version:
+        return stored
+    names: set[str] | None = None
+    if stored is not None and tx.one("SELECT 1 FROM stored_segments WHERE page = ? LIMIT 1", (spec.page,)):
+        changed = tx.all(spec.changes_sql + " LIMIT ?", (stored, version, MAX_CHANGES + 1))
+        if len(changed) <= MAX_CHANGES:
+            names = {canonicalize_name(r["name"]) for r in changed}
+    if names is None:
+        _build_whole(tx, spec, version)
+    else:
+        for lo in sorted({_segment_of(tx, spec.page, n) for n in names}):
+            _rewrite(tx, spec, lo, version)
+    tx.execute(
+        "INSERT INTO stored_pages (page, version, etag, body, gzip_body, rendered, size) "
+        "VALUES (?, ?, '', ?, ?, ?, 0) ON CONFLICT (page) DO UPDATE SET version = excluded.version, "
+        "rendered = excluded.rendered",
+        (spec.page, str(version), b"", b"", _iso(time.time())),
+    )
+    return version
+
+
+# -- reading: what each process holds -------------------------------------------------------
+
+
+def _lock_id(page: str) -> int:
+    return int.from_bytes(hashlib.sha256(("segmented " + page).encode()).digest()[:4], "big", signed=True)
+
+
+class SegmentedPages:
+    """Each process holds the latest assembly of each segmented page; the database keeps the segments."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._held: dict[str, Assembled] = {}
+        self._lock = threading.Lock()
+        self._updating: dict[str, threading.Lock] = {}
+
+    def held(self, page: str) -> Assembled | None:
+        return self._held.get(page)
+
+    def get(self, spec: Spec, version: int, *, max_age: float = 0.0) -> Assembled:
+        """The page at ``version`` (just read by the caller) or newer; one held less than
+        ``max_age`` s ago is served as it is, and while another process updates the stored
+        copy the page held is served rather than waited for."""
+        held = self._held.get(spec.page)
+        if held is not None and (held.version >= version or time.time() - held.loaded < max_age):
+            return held
+        loaded = self._load(spec, held)
+        if loaded is not None and loaded.version >= version:
+            return self._hold(loaded)
+        local = self._local_lock(spec.page)
+        if not local.acquire(blocking=held is None):
+            return held  # type: ignore[return-value]  # another thread of this process updates it
+        try:
+            held = self._held.get(spec.page) or held
+            if held is not None and held.version >= version:
+                return held
+            with self.db.transaction(write=True) as tx:
+                if tx.dialect == "postgresql":
+                    if held is None:
+                        tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_id(spec.page),))
+                    elif not tx.scalar("SELECT pg_try_advisory_xact_lock(?)", (_lock_id(spec.page),)):
+                        return held  # another process updates it: serve what is held meanwhile
+                update(tx, spec)
+            loaded = self._load(spec, held)
+            return self._hold(loaded) if loaded is not None else held  # type: ignore[return-value]
+        finally:
+            local.release()
+
+    def _local_lock(self, page: str) -> threading.Lock:
+        with self._lock:
+            return self._updating.setdefault(page, threading.Lock())
+
+    def _hold(self, value: Assembled) -> Assembled:
+        with self._lock:
+            held = self._held.get(value.spec.page)
+            if held is None or held.version <= value.version:
+                self._held[value.spec.page] = value
+                return value
+            return held
+
+    def _load(self, spec: Spec, held: Assembled | None) -> Assembled | None:
+        """The stored page, reading only the segments re-rendered since ``held`` (one statement)."""
+        since = held.version if held is not None else -1
+        mine = {s.lo: s for s in held.segments} if held is not None else {}
+        sql = (
+            "SELECT p.version AS page_version, s.lo, s.version, s.etag, s.length, s.crc, "
+            "CASE WHEN s.version > ? THEN s.deflate END AS deflate "
+            "FROM stored_pages p JOIN stored_segments s ON s.page = p.page WHERE p.page = ? ORDER BY s.lo"
+        )
+        with self.db.reading() as tx:
+            rows = tx.all(sql, (since, spec.page))
+        if not rows:
+            return None
+        version = int(rows[0]["page_version"])
+        if held is not None and version == held.version:
+            return held
+        segments = []
+        for r in rows:
+            if r["deflate"] is None:
+                old = mine.get(r["lo"])
+                if old is None or old.etag != r["etag"]:  # not as held: read everything again
+                    return self._load(spec, None) if held is not None else None
+                segments.append(old)
+                continue
+            packed = bytes(r["deflate"])
+            body = inflate(packed) if spec.keep_body else b""  # kept: sent identity as it is
+            segments.append(
+                Segment(r["lo"], int(r["version"]), r["etag"], int(r["length"]), int(r["crc"]), packed, body)
+            )
+        return assemble(spec, version, segments)
