@@ -497,18 +497,21 @@ def main(
                 if label == "pypi":
                     _, page = fetch(server.url + f"/simple/{large}/", HTML)
                     _, index = fetch(server.url + "/simple/", HTML)
+                    _, api_gzip = fetch(server.url + f"/pypi/{large}/json", GZ)  # as sent: gzip bytes
             finally:
                 server.stop()
         nginx = start_nginx(
             "nginx-scale",
             os.path.join(FOLDER, "nginx"),
-            pages={"/simple/": index, f"/simple/{LARGE_PROJECT}/": page},
+            pages={"/simple/": index, f"/simple/{LARGE_PROJECT}/": page, f"/api/{LARGE_PROJECT}/": api_gzip},
             files=[],
         )
         try:
             results["nginx"] = {
                 "simple_index_identity": wrk(nginx.url + "/simple/", seconds, HTML),
                 "large_project_html_identity": wrk(nginx.url + f"/simple/{LARGE_PROJECT}/", seconds, HTML),
+                # The bytes /pypi/<large>/json sends a client that accepts gzip, as a static file.
+                "large_json_api_gzip_bytes": wrk(nginx.url + f"/api/{LARGE_PROJECT}/", seconds, {}),
             }
         finally:
             nginx.stop()
@@ -516,6 +519,7 @@ def main(
             "simple_index_html": len(index),
             "simple_index_html_gzip": len(gzip.compress(index)),
             "large_project_html": len(page),
+            "large_json_api_gzip": len(api_gzip),
         }
     finally:
         for fn in reversed(cleanup):

@@ -19,7 +19,6 @@ from pypi.index.db import Database, DatabaseError
 from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
 from pypi.index.segmented import SegmentedPages
-from pypi.index.shared_pages import SharedPages
 from pypi.index.throttle import LoginThrottle
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
@@ -156,7 +155,6 @@ def build_services(
         policy=cache_policy,
         uploader=uploader,
         renders=RenderCache(config.webui.render_cache_size),
-        pages=SharedPages(db),
         segments=SegmentedPages(db),
         private_files=PrivateFiles(),
         throttle=LoginThrottle(

@@ -13,7 +13,6 @@ from pypi.index.access import PrivateFiles
 from pypi.index.db import Database
 from pypi.index.render_cache import RenderCache
 from pypi.index.segmented import SegmentedPages
-from pypi.index.shared_pages import SharedPages
 from pypi.index.throttle import LoginThrottle
 from pypi.upload.pipeline import Uploader
 
@@ -27,8 +26,6 @@ class Services:
     policy: CachePolicy
     uploader: Uploader
     renders: RenderCache
-    #: Pages rendered once for the whole deployment (/simple/, large project pages).
-    pages: SharedPages
     #: Whole-index pages kept as segments for the deployment (/simple/, XML-RPC lists).
     segments: SegmentedPages
     #: The files of private projects, held per serial (downloads need no lookup of their own).

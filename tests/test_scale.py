@@ -354,17 +354,6 @@ def test_migration_reads_a_stream_as_it_copies(tmp_path):
     assert result.total == 0 and consumed == [0, 1, 2]
 
 
-def test_a_page_another_process_rendered_while_waiting_for_the_lock_is_not_rendered_again(db):
-    pages = shared_pages.SharedPages(db)
-    with db.transaction(write=True) as tx:  # "another process" stored version 7 after this one looked
-        shared_pages.store(tx, "p", shared_pages.make_page(b"seven", "7"))
-    rendered = []
-    page = pages._render("p", lambda tx: "7", lambda tx: rendered.append(1) or b"again", wait=True)
-    assert page.body == b"seven" and not rendered
-    assert pages.get("p", "8", lambda tx: "8", lambda tx: b"eight").body == b"eight"
-    assert shared_pages.SharedPages(db).get("p", "8", lambda tx: "8", lambda tx: b"never").body == b"eight"
-
-
 def test_the_simple_index_is_sent_whole_to_identity_clients(app, testapp, db):
     add_projects(db, [f"p{i}" for i in range(300)])
     plain = raw_get(app, "/simple/", {"Accept-Encoding": "identity"})

@@ -1,12 +1,8 @@
-"""Pages rendered once for the whole deployment and kept in the database (table stored_pages).
+"""Rendered pages with their gzip form, and large ones kept in the database (table stored_pages).
 
-``/simple/`` lists every project (600,000 names on pypi.org, tens of MB);
-rendering it in every worker process after every change cost seconds each.
-Here the first process that finds the stored page out of date renders it
-under a lock and stores it, with its gzip form; every other process (and
-host) reads the stored bytes, or goes on serving the page it holds while
-the render runs. Large project pages (10,000 files) are stored the same way,
-keyed by the project's serial.
+Large project pages (10,000 files: the simple page, the JSON API) are stored for
+every process keyed by the project's serial, so one process renders them for the
+deployment. The whole-index pages are kept as segments instead (pypi.index.segmented).
 """
 
 from __future__ import annotations
@@ -14,13 +10,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from pypi.index.db import Database, DatabaseError, Tx
+from pypi.index.db import DatabaseError, Tx
 
 log = logging.getLogger(__name__)
 
@@ -104,118 +99,6 @@ def gunzipped(data: bytes, block: int = 1 << 20) -> Iterator[bytes]:
     tail = z.flush()
     if tail:
         yield tail
-
-
-def _lock_id(page: str) -> int:
-    return int.from_bytes(hashlib.sha256(page.encode()).digest()[:4], "big", signed=True)
-
-
-class SharedPages:
-    """Each process keeps the latest Page of each shared page; the database keeps one for all."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._latest: dict[str, Page] = {}
-        self._lock = threading.Lock()
-        self._rendering: dict[str, threading.Lock] = {}
-
-    def get(
-        self,
-        page: str,
-        version: str,
-        version_now: Callable[[Tx], str],
-        render: Callable[[Tx], bytes | Iterable[bytes]],
-        *,
-        max_age: float = 0.0,
-    ) -> Page:
-        """The page at ``version`` (just read by the caller), rendered once for the deployment.
-
-        ``version_now(tx)`` reads the version again inside the render's transaction, and
-        ``render(tx)`` renders it. A page differing from ``version`` but rendered less than
-        ``max_age`` s ago is served as it is; while another process renders, the page held
-        (or stored) is served rather than waited for.
-        """
-        held = self._latest.get(page)
-        if held is not None and (held.version == version or time.time() - held.rendered < max_age):
-            return held
-        stored = self._stored(page, version, max_age)
-        if stored is not None:
-            return self._hold(page, stored)
-        local = self._local_lock(page)
-        if not local.acquire(blocking=held is None):
-            return held  # another thread of this process renders it now
-        try:
-            held = self._latest.get(page) or held
-            if held is not None and held.version == version:
-                return held  # another thread of this process rendered it while this one waited
-            fresh = self._render(page, version_now, render, wait=held is None)
-            if fresh is None:  # another process renders it: serve the page held meanwhile
-                stored = self._stored(page, None, 0.0)
-                return self._hold(page, stored) if stored is not None else held  # type: ignore[return-value]
-            return self._hold(page, fresh)
-        finally:
-            local.release()
-
-    def _hold(self, page: str, value: Page) -> Page:
-        with self._lock:
-            held = self._latest.get(page)
-            if held is None or held.rendered <= value.rendered:
-                self._latest[page] = value
-        return value
-
-    def _local_lock(self, page: str) -> threading.Lock:
-        with self._lock:
-            return self._rendering.setdefault(page, threading.Lock())
-
-    def _stored(self, page: str, version: str | None, max_age: float) -> Page | None:
-        """The stored page if it is at ``version`` (None: any) or younger than ``max_age``."""
-        with self.db.reading() as tx:
-            row = tx.one("SELECT version, rendered FROM stored_pages WHERE page = ?", (page,))
-            if row is None:
-                return None
-            rendered = _epoch(row["rendered"])
-            if version is not None and row["version"] != version and time.time() - rendered >= max_age:
-                return None
-            held = self._latest.get(page)
-            if held is not None and held.version == row["version"]:
-                return held
-            full = tx.one(
-                "SELECT version, etag, body, gzip_body, rendered, size FROM stored_pages WHERE page = ?",
-                (page,),
-            )
-        if full is None:
-            return None
-        return Page(
-            bytes(full["body"]),
-            bytes(full["gzip_body"]),
-            full["etag"],
-            full["version"],
-            _epoch(full["rendered"]),
-            int(full["size"]),
-        )
-
-    def _render(
-        self,
-        page: str,
-        version_now: Callable[[Tx], str],
-        render: Callable[[Tx], bytes | Iterable[bytes]],
-        *,
-        wait: bool,
-    ) -> Page | None:
-        """Render and store under the deployment-wide lock; None if another process holds it."""
-        with self.db.transaction(write=True) as tx:
-            if tx.dialect == "postgresql":
-                if wait:
-                    tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_id(page),))
-                elif not tx.scalar("SELECT pg_try_advisory_xact_lock(?)", (_lock_id(page),)):
-                    return None
-            version = version_now(tx)
-            done = stored(tx, page, version)
-            if done is not None:
-                return done  # rendered by another process meanwhile
-            fresh = make_page(render(tx), version)
-            store(tx, page, fresh)
-            return fresh
 
 
 def store(tx: Tx, page: str, value: Page) -> None:
