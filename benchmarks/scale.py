@@ -315,9 +315,9 @@ def measure(
     conn = psycopg2.connect(db_url)
     with conn, conn.cursor() as cur:  # the benchmark user owns the project it uploads to
         cur.execute(
-            "INSERT INTO roles (project_id, user_id, role) SELECT p.id, u.id, 'Owner' "
-            "FROM projects p, users u "
-            "WHERE p.normalized_name = %s AND u.username = %s ON CONFLICT DO NOTHING",
+            "INSERT INTO roles (project_id, user_id, role) SELECT p.id, u.id, 'owner' "
+            "FROM projects p, users u WHERE p.normalized_name = %s AND u.username = %s "
+            "ON CONFLICT (project_id, user_id) DO UPDATE SET role = 'owner'",  # roles are lower case
             (SMALL_PROJECT, server.user),
         )
     conn.close()

@@ -127,11 +127,15 @@ def _cloudpypi(
             "storage": storage,
         },
     )
-    run(
-        [sys.executable, "-m", "pypi.cli", "adduser", USER, "--password", PASSWORD, "--config", config],
-        timeout=120,
-        cwd=ROOT,
-    )
+    try:
+        run(
+            [sys.executable, "-m", "pypi.cli", "adduser", USER, "--password", PASSWORD, "--config", config],
+            timeout=120,
+            cwd=ROOT,
+        )
+    except ProcessError as exc:  # a database measured again (--database) has the user already
+        if "already taken" not in str(exc):
+            raise
     port = free_port()
     proc = spawn(
         name,

@@ -360,3 +360,29 @@ def test_the_simple_index_is_sent_whole_to_identity_clients(app, testapp, db):
     held = app.services.segments.held(HTML_PAGE)
     assert held.length == len(plain.body) == int(plain.headers["Content-Length"])
     assert plain.body.count(b"<a href=") == 300 and gzip.decompress(b"".join(held.gzip_iter())) == plain.body
+
+
+def test_a_large_page_is_loaded_once_while_other_threads_wait():
+    import threading
+    import time as _time
+
+    cache = RenderCache()
+    started, go, calls = threading.Event(), threading.Event(), []
+
+    def slow():
+        calls.append(1)
+        started.set()
+        go.wait(5)
+        return b"page"
+
+    first = threading.Thread(target=cache.get_or_load, args=("k", slow))
+    first.start()
+    started.wait(5)
+    results = []
+    second = threading.Thread(target=lambda: results.append(cache.get_or_load("k", slow)))
+    second.start()
+    _time.sleep(0.05)  # the second thread is waiting for the first one's load
+    go.set()
+    first.join(5)
+    second.join(5)
+    assert results == [b"page"] and calls == [1]

@@ -44,6 +44,7 @@ class RenderCache:
         self.bytes = 0
         self._data: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[Hashable, threading.Lock] = {}
 
     def __len__(self) -> int:
         return len(self._data)
@@ -81,3 +82,24 @@ class RenderCache:
         if value is not None:
             self.put(key, value)
         return value
+
+    def get_or_load(self, key: Hashable, load: Callable[[], T]) -> T:
+        """Like get_or_render, but one thread of the process loads ``key`` while the others
+        wait for it: a large page is read or rendered once, not once per thread at a time."""
+        found = self.get(key)
+        if found is not None:
+            return found  # type: ignore[return-value]
+        with self._lock:
+            lock = self._loading.setdefault(key, threading.Lock())
+        with lock:
+            try:
+                found = self.get(key)
+                if found is not None:
+                    return found  # type: ignore[return-value]
+                value = load()
+                if value is not None:
+                    self.put(key, value)
+                return value
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)

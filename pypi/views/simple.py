@@ -235,19 +235,18 @@ def project_page(
     files URL): this process's cache, else the deployment's stored copy (large pages only),
     else rendered (and stored when large)."""
     version = f"{serial} {svc.urls.base if base is None else base}"
-    key = (name, version)
-    found = svc.renders.get(key)
-    if found is not None:
-        return found  # type: ignore[return-value]
-    page = shared_pages.stored(tx, name, version)
-    if page is None:
-        body = render()
-        if body is None:
-            return None
-        page = shared_pages.make_page(body, version)
-        shared_pages.store_large(tx, name, page)
-    svc.renders.put(key, page)
-    return page
+
+    def load() -> Page | None:
+        page = shared_pages.stored(tx, name, version)
+        if page is None:
+            body = render()
+            if body is None:
+                return None
+            page = shared_pages.make_page(body, version)
+            shared_pages.store_large(tx, name, page)
+        return page
+
+    return svc.renders.get_or_load((name, version), load)
 
 
 def _render_project(urls: URLBuilder, project_row, files: list, releases: list, fmt: str) -> bytes:
