@@ -27,7 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from packaging.utils import canonicalize_name
 
@@ -372,25 +372,28 @@ class SegmentedPages:
         held = self._held.get(spec.page)
         if held is not None and (held.version >= version or time.time() - held.loaded < max_age):
             return held
-        loaded = self._load(spec, held)
-        if loaded is not None and loaded.version >= version:
-            return self._hold(loaded)
         local = self._local_lock(spec.page)
+        # One thread of the process reads (or updates) the page; while one does, the others
+        # serve the page held, or wait when there is none (never a copy per thread).
         if not local.acquire(blocking=held is None):
-            return held  # type: ignore[return-value]  # another thread of this process updates it
+            return held  # type: ignore[return-value]
         try:
             held = self._held.get(spec.page) or held
             if held is not None and held.version >= version:
                 return held
+            loaded = self._load(spec, held)
+            if loaded is not None and loaded.version >= version:
+                return self._hold(loaded)
+            held = loaded or held
             with self.db.transaction(write=True) as tx:
                 if tx.dialect == "postgresql":
                     if held is None:
                         tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_id(spec.page),))
                     elif not tx.scalar("SELECT pg_try_advisory_xact_lock(?)", (_lock_id(spec.page),)):
-                        return held  # another process updates it: serve what is held meanwhile
+                        return self._hold(held)  # another process updates it: serve what is held
                 update(tx, spec)
             loaded = self._load(spec, held)
-            return self._hold(loaded) if loaded is not None else held  # type: ignore[return-value]
+            return self._hold(loaded) if loaded is not None else held  # type: ignore[arg-type,return-value]
         finally:
             local.release()
 
@@ -421,7 +424,7 @@ class SegmentedPages:
             return None
         version = int(rows[0]["page_version"])
         if held is not None and version == held.version:
-            return held
+            return replace(held, loaded=time.time())  # checked now: max_age counts from here
         segments = []
         for r in rows:
             if r["deflate"] is None:
