@@ -181,3 +181,49 @@ def test_downloads_need_no_file_lookup_with_private_projects_present(with_privat
 def test_the_render_cache_counts_the_bytes_of_a_page():
     page = make_page(b"x" * 100_000, "1")
     assert size_of(page) >= 100_000 + len(page.gzip)
+
+
+def test_a_cold_process_reads_the_stored_page_once_whatever_its_threads(db, monkeypatch):
+    import threading
+    import time
+
+    add(db, *[f"n{i}" for i in range(10)])
+    spec = simple.SPECS["html", False]
+    with db.reading() as tx:
+        version = int(tx.scalar(spec.version_sql))
+    segmented.SegmentedPages(db).get(spec, version)  # stored by "another process"
+    pages = segmented.SegmentedPages(db)
+    calls = []
+    real = pages._load
+
+    def slow_load(*args):
+        calls.append(1)
+        time.sleep(0.05)  # the other threads arrive while this one reads
+        return real(*args)
+
+    monkeypatch.setattr(pages, "_load", slow_load)
+    start = threading.Barrier(4)
+    got = []
+
+    def reader():
+        start.wait()
+        got.append(pages.get(spec, version))
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(got) == 4 and len({id(p) for p in got}) == 1 and calls == [1]
+
+
+ODD_NAMES = ["A&B", 'q"uote', 'x", "y', "back\\", "nul\x00l", "Zürich", "<t>"]
+
+
+@pytest.mark.parametrize("names", [[], ["a"], ODD_NAMES])
+def test_batch_escaping_is_escaping_each(names):
+    import html
+    import json
+
+    assert segmented.escaped(names, html.escape) == [html.escape(n) for n in names]
+    assert segmented.json_strings(names) == [json.dumps(n) for n in names]

@@ -111,8 +111,8 @@ class Spec:
     """One segmented page: where it is stored, what it lists and how each row is written."""
 
     page: str
-    #: ``SELECT name, normalized_name, last_serial FROM projects`` rows -> one entry.
-    entry: Callable[[tuple], str]
+    #: ``SELECT name, normalized_name, last_serial FROM projects`` rows -> their entries, joined.
+    entries: Callable[[Sequence[tuple]], str]
     #: The page's opening, given its version (the JSON index carries its serial).
     head: Callable[[int], bytes]
     tail: bytes
@@ -255,12 +255,25 @@ def assemble(spec: Spec, version: int, segments: Sequence[Segment]) -> Assembled
 
 
 def _render(spec: Spec, rows: Sequence[tuple]) -> bytes:
-    entry = spec.entry
-    return (
-        spec.joiner.join([entry(r).encode() for r in rows])
-        if spec.joiner
-        else "".join([entry(r) for r in rows]).encode()
-    )
+    return spec.entries(rows).encode()
+
+
+def escaped(values: list[str], escape: Callable[[str], str]) -> list[str]:
+    """``[escape(v) for v in values]``, escaping them all in one call (600,000 names: a second less)."""
+    parts = escape("\x00".join(values)).split("\x00")
+    if len(parts) != len(values):  # none, or a value holding NUL: one at a time
+        return [escape(v) for v in values]
+    return parts
+
+
+def json_strings(values: list[str]) -> list[str]:
+    """``[json.dumps(v) for v in values]`` from one json.dumps of the list: inside a JSON string
+    every quote is escaped, so '", "' only ever separates two of them."""
+    if not values:
+        return []
+    import json
+
+    return ['"' + v + '"' for v in json.dumps(values)[2:-2].split('", "')]
 
 
 def _put(tx: Tx, spec: Spec, lo: str, version: int, rows: Sequence[tuple]) -> None:
@@ -289,13 +302,12 @@ def _put(tx: Tx, spec: Spec, lo: str, version: int, rows: Sequence[tuple]) -> No
 def _build_whole(tx: Tx, spec: Spec, version: int) -> None:
     tx.execute("DELETE FROM stored_segments WHERE page = ?", (spec.page,))
     sql, params = spec.rows_sql(None, None)
-    lo, batch = "", []
-    for row in stream.rows(tx, sql, params):
-        if len(batch) >= SEGMENT_ROWS:
-            _put(tx, spec, lo, version, batch)
-            lo, batch = row[1], []
-        batch.append(row)
-    _put(tx, spec, lo, version, batch)  # the first segment ("") exists even for an empty index
+    first = True
+    for rows in stream.batches(tx, sql, params, batch=SEGMENT_ROWS):
+        _put(tx, spec, "" if first else rows[0][1], version, rows)
+        first = False
+    if first:  # an empty index: the first segment exists all the same
+        _put(tx, spec, "", version, [])
 
 
 def _segment_of(tx: Tx, page: str, name: str) -> str:
@@ -306,7 +318,7 @@ def _rewrite(tx: Tx, spec: Spec, lo: str, version: int) -> None:
     """Render the segment starting at ``lo`` again; split it if it grew, drop it if it emptied."""
     hi = tx.scalar("SELECT MIN(lo) FROM stored_segments WHERE page = ? AND lo > ?", (spec.page, lo))
     sql, params = spec.rows_sql(lo, hi)
-    rows = list(stream.rows(tx, sql, params))
+    rows = [row for chunk in stream.batches(tx, sql, params) for row in chunk]
     if not rows and lo:
         tx.execute("DELETE FROM stored_segments WHERE page = ? AND lo = ?", (spec.page, lo))
         return

@@ -19,13 +19,19 @@ _names = itertools.count()
 
 def rows(tx: Tx, sql: str, params: Sequence[Any] = (), *, batch: int = 10_000) -> Iterator[tuple]:
     """Every row of ``sql`` as a tuple, fetched ``batch`` rows at a time."""
+    for chunk in batches(tx, sql, params, batch=batch):
+        yield from chunk
+
+
+def batches(tx: Tx, sql: str, params: Sequence[Any] = (), *, batch: int = 10_000) -> Iterator[list[tuple]]:
+    """The rows of ``sql`` as lists of at most ``batch`` tuples (no Python work per row)."""
     if tx.dialect == "sqlite":
         cur = tx.conn.cursor()
         cur.row_factory = None
         try:
             cur.execute(sql, tuple(params))
             while chunk := cur.fetchmany(batch):
-                yield from chunk
+                yield chunk
         finally:
             cur.close()
         return
@@ -37,10 +43,10 @@ def rows(tx: Tx, sql: str, params: Sequence[Any] = (), *, batch: int = 10_000) -
         cursor_factory=psycopg2.extensions.cursor,
         withhold=bool(tx.conn.autocommit),
     )
-    cur.itersize = batch
     try:
         cur.execute(_pg_sql(sql), tuple(params))
-        yield from cur
+        while chunk := cur.fetchmany(batch):
+            yield chunk
     finally:
         cur.close()
 

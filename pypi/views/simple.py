@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from html import escape
 
 from packaging.utils import canonicalize_name
@@ -73,12 +73,19 @@ _HTML_HEAD = (
 _HTML_TAIL = b"  </body>\n</html>\n"
 
 
-def _html_entry(row: tuple) -> str:
-    return f'    <a href="/simple/{escape(row[1])}/">{escape(row[0])}</a><br/>\n'
+def _html_entries(rows: Sequence[tuple]) -> str:
+    names = segmented.escaped([r[0] for r in rows], escape)
+    normalized = segmented.escaped([r[1] for r in rows], escape)
+    return "".join(
+        [f'    <a href="/simple/{n}/">{m}</a><br/>\n' for m, n in zip(names, normalized, strict=True)]
+    )
 
 
-def _json_entry(row: tuple) -> str:
-    return f'{{"name": {json.dumps(row[0])}, "_last-serial": {int(row[2])}}}'
+def _json_entries(rows: Sequence[tuple]) -> str:
+    names = segmented.json_strings([r[0] for r in rows])
+    return ", ".join(
+        [f'{{"name": {n}, "_last-serial": {int(r[2])}}}' for n, r in zip(names, rows, strict=True)]
+    )
 
 
 def _json_head(serial: int) -> bytes:
@@ -91,7 +98,7 @@ def _spec(fmt: str, public: bool) -> segmented.Spec:
     if fmt == "html":
         return segmented.Spec(
             f"segmented/simple/html{suffix}",
-            _html_entry,
+            _html_entries,
             lambda _version: _HTML_HEAD,
             _HTML_TAIL,
             public=public,
@@ -99,7 +106,7 @@ def _spec(fmt: str, public: bool) -> segmented.Spec:
         )
     return segmented.Spec(
         f"segmented/simple/json{suffix}",
-        _json_entry,
+        _json_entries,
         _json_head,
         b"]}",
         joiner=b", ",

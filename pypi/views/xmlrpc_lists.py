@@ -9,7 +9,7 @@ writes, row by row from tuple rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from xmlrpc.client import escape
 
 from pypi.index import segmented, stream
@@ -84,22 +84,29 @@ SHARED = ("list_packages", "list_packages_with_serial")
 MAX_AGE = 1.0
 
 
-def _name_entry(row: tuple) -> str:
-    return f"<value><string>{escape(row[0])}</string></value>\n"
+def _name_entries(rows: Sequence[tuple]) -> str:
+    names = segmented.escaped([r[0] for r in rows], escape)
+    return "".join([f"<value><string>{n}</string></value>\n" for n in names])
 
 
-def _serial_entry(row: tuple) -> str:
-    return f"<member>\n<name>{escape(row[0])}</name>\n<value><int>{int(row[2])}</int></value>\n</member>\n"
+def _serial_entries(rows: Sequence[tuple]) -> str:
+    names = segmented.escaped([r[0] for r in rows], escape)
+    return "".join(
+        [
+            f"<member>\n<name>{n}</name>\n<value><int>{int(r[2])}</int></value>\n</member>\n"
+            for n, r in zip(names, rows, strict=True)
+        ]
+    )
 
 
 def _spec(method: str, public: bool) -> segmented.Spec:
     page = f"segmented/xmlrpc/{method}" + ("/public" if public else "")
     if method == "list_packages":
         head, tail = HEAD + "<value><array><data>\n", "</data></array></value>\n" + TAIL
-        return segmented.Spec(page, _name_entry, lambda _v: head.encode(), tail.encode(), public=public)
+        return segmented.Spec(page, _name_entries, lambda _v: head.encode(), tail.encode(), public=public)
     head, tail = HEAD + "<value><struct>\n", "</struct></value>\n" + TAIL
     return segmented.Spec(
-        page, _serial_entry, lambda _v: head.encode(), tail.encode(), names_only=False, public=public
+        page, _serial_entries, lambda _v: head.encode(), tail.encode(), names_only=False, public=public
     )
 
 
