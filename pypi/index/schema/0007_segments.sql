@@ -21,3 +21,6 @@ CREATE TABLE stored_segments (
 DROP INDEX journal_name_set;
 CREATE INDEX journal_names ON journal (id)
     WHERE action IN ('create', 'remove project', 'visibility private', 'visibility public');
+
+-- The whole-index pages stored whole before (tens of MB each) are not read any more.
+DELETE FROM stored_pages WHERE page LIKE 'simple-index/%' OR page LIKE 'xmlrpc/%';
