@@ -142,7 +142,7 @@ def test_a_row_committed_while_fsck_runs_is_not_an_orphan(index, monkeypatch):
 
     index.store.put(index.sdist.path + ".metadata", io.BytesIO(b"Name: checked\n"))
 
-    def referenced_then_commit(db):
+    def referenced_then_commit(db, **kwargs):
         with db.transaction() as tx:
             snapshot = list(objects.referenced(tx))
 

@@ -222,13 +222,14 @@ def test_a_failed_step_is_retried_with_backoff(index, tmp_path):
     slept: list[float] = []
     target = FlakyPuts(str(tmp_path / "flaky"), fail=2)
     result = Migration(index.source, target, jobs=1, sleep=slept.append).run([obj])
-    assert (result.copied, result.failed) == (1, [])
+    assert (result.copied, result.failed, result.failures) == (1, 0, [])
     assert slept == [0.5, 1.0]
 
     target = FlakyPuts(str(tmp_path / "down"), fail=99)
     result = Migration(index.source, target, jobs=1, attempts=3, sleep=slept.append).run([obj])
     assert result.copied == 0
-    [failure] = result.failed
+    [failure] = result.failures
+    assert result.failed == 1
     assert (failure.path, failure.filename, failure.attempts) == (obj.path, obj.filename, 3)
     assert "busy" in failure.error
     assert not result.ok
