@@ -50,6 +50,7 @@ def fsck(args: argparse.Namespace) -> int:
     config = load_config(args)
     db = open_database(config, migrate=False)
     store = open_storage(config)
+    write = sys.stdout.write
     try:
         report = fsck_mod.check(
             db,
@@ -64,7 +65,7 @@ def fsck(args: argparse.Namespace) -> int:
                 else config.server.temporaries_max_age
             ),
             spool_dir=leftovers.spool_dir(config.data_dir),
-            on_problem=print,  # as found: nothing is held, whatever the number
+            on_problem=lambda problem: write(f"{problem}\n"),  # as found: nothing is held
         )
     except storage.StorageError as exc:
         return fail(f"fsck: cannot list the {config.storage.backend} storage: {exc}")

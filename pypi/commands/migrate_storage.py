@@ -104,9 +104,11 @@ def migrate_storage(args: argparse.Namespace) -> int:
         def report(failure: Failure) -> None:
             progress.note(f"FAILED {failure.filename} ({failure.path}): {failure.error}")
 
+        write = sys.stdout.write
+
         def planned(obj: StoredObject) -> None:  # printed as found: nothing is held
             size = f"{obj.size} bytes" if obj.size is not None else "size unknown"
-            print(f"would copy {obj.path} ({size})")
+            write(f"would copy {obj.path} ({size})\n")
 
         result = Migration(
             source,

@@ -70,8 +70,8 @@ _LABELS = (
 _REMOVABLE = (ORPHAN, TEMPORARY)
 #: Problems a report keeps (every one is handed to ``on_problem`` as it is found).
 PROBLEMS_KEPT = 1000
-#: Candidates looked at again together, with one database query.
-BATCH = 1000
+#: Candidates looked at again together: one read of the serial (and, if it moved, of their rows).
+BATCH = 10_000
 #: Missing candidates looked at with ``stat`` whatever the serials say (a listing may lag).
 STAT_FIRST = 1000
 #: Paths per ``IN (...)`` list (SQLite's limit on parameters is 999 in old builds).
@@ -354,7 +354,10 @@ class _Walk:
                 elif self.verify_hashes:
                     self.hash(obj)
                 return
-        self.emit(Problem(MISSING, obj.path, _missing_detail(obj), obj.filename))
+        problem = _make_problem((MISSING, obj.path, _missing_detail(obj), obj.filename, False))
+        self.report.add(problem)  # (emit, inlined: once per object when the store is empty)
+        if self.on_problem is not None:
+            self.on_problem(problem)
 
     def orphan(self, info: storage.ObjectInfo) -> None:
         detail = f"{info.size} bytes; no file row references it"
@@ -377,6 +380,9 @@ class _Walk:
             else:
                 return  # a row references it now
         self.emit(Problem(ORPHAN, info.path, detail, removed=removed))
+
+
+_make_problem = Problem._make  # tuple.__new__: faster than Problem(...) for millions
 
 
 def _next(entries: Iterator[storage.ObjectInfo], previous: storage.ObjectInfo) -> storage.ObjectInfo | None:
