@@ -440,6 +440,10 @@ EXPLAINS = {
     "recent releases": "SELECT p.name, r.version FROM releases r JOIN projects p ON p.id = r.project_id "
     "ORDER BY r.id DESC LIMIT 20",
     "stored page": "SELECT version, rendered FROM stored_pages WHERE page = 'simple-index/html'",
+    # pypi.index.stream.referenced_objects (fsck, migrate-storage --dry-run): an index-only scan.
+    "fsck / migrate-storage page (path order)": 'SELECT f.path COLLATE "C", f.filename, f.size, '
+    "f.sha256_digest, f.metadata_sha256 FROM files f WHERE f.path COLLATE \"C\" > 'packages/80' "
+    'ORDER BY f.path COLLATE "C" LIMIT 10000',
 }
 
 
