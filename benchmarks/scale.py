@@ -393,10 +393,13 @@ def _target(folder: str) -> str:
 
 
 def _timed_cli(config: str, args: list[str], log, limit: float = 300) -> dict:
-    cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "pypi.cli", *args, "--config", config]
+    """Run the command with its output to a file (6 M problems are ~1 GB of lines: not held here)."""
+    cmd = ["/usr/bin/time", "-f", "%e %M %U %S", sys.executable, "-m", "pypi.cli", *args, "--config", config]
     started = time.perf_counter()
+    out_path = os.path.join(os.path.dirname(config), f"{args[0]}.out")
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit)
+        with open(out_path, "wb") as out:
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.PIPE, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
         result = {"seconds": None, "peak_rss_mb": None, "note": f"killed after {limit:.0f} s"}
     else:
@@ -405,6 +408,7 @@ def _timed_cli(config: str, args: list[str], log, limit: float = 300) -> dict:
             result = {
                 "seconds": float(last[0]),
                 "peak_rss_mb": round(int(last[1]) / 1024, 1),
+                "cpu_seconds": round(float(last[2]) + float(last[3]), 1),
                 "rc": proc.returncode,
             }
         except (ValueError, IndexError):
@@ -414,6 +418,8 @@ def _timed_cli(config: str, args: list[str], log, limit: float = 300) -> dict:
                 "rc": proc.returncode,
                 "stderr": proc.stderr[-500:],
             }
+    result["output_mb"] = round(os.path.getsize(out_path) / 1e6, 1)
+    os.remove(out_path)
     log(f"    {' '.join(args[:2])}: {result}")
     return result
 
@@ -440,6 +446,10 @@ EXPLAINS = {
     "recent releases": "SELECT p.name, r.version FROM releases r JOIN projects p ON p.id = r.project_id "
     "ORDER BY r.id DESC LIMIT 20",
     "stored page": "SELECT version, rendered FROM stored_pages WHERE page = 'simple-index/html'",
+    # pypi.index.stream.referenced_objects (fsck, migrate-storage --dry-run): an index-only scan.
+    "fsck / migrate-storage page (path order)": 'SELECT f.path COLLATE "C", f.filename, f.size, '
+    "f.sha256_digest, f.metadata_sha256 FROM files f WHERE f.path COLLATE \"C\" > 'packages/80' "
+    'ORDER BY f.path COLLATE "C" LIMIT 10000',
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import tracemalloc
 from dataclasses import dataclass
 
 import pytest
@@ -142,7 +143,7 @@ def test_a_row_committed_while_fsck_runs_is_not_an_orphan(index, monkeypatch):
 
     index.store.put(index.sdist.path + ".metadata", io.BytesIO(b"Name: checked\n"))
 
-    def referenced_then_commit(db):
+    def referenced_then_commit(db, **kwargs):
         with db.transaction() as tx:
             snapshot = list(objects.referenced(tx))
 
@@ -159,3 +160,125 @@ def test_a_row_committed_while_fsck_runs_is_not_an_orphan(index, monkeypatch):
     report = fsck_mod.check(index.db, index.store, repair=True, min_age=0)
     assert not report.of_kind("orphan") and not report.removed
     assert index.store.exists(index.sdist.path + ".metadata")
+
+
+# -- what changes while fsck runs, and fsck at pypi.org's size --------------------------------
+
+
+class LiveListing:
+    """A store whose listing is read one entry at a time, each from a fresh listing: what is
+    stored or deleted while fsck walks it shows (or not) as it would in a paged S3 listing."""
+
+    def __init__(self, store: storage.Storage, before_listing=None) -> None:
+        self.store = store
+        self.before_listing = before_listing
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def list(self, prefix=""):
+        last = None
+        while True:
+            later = [i for i in self.store.list(prefix) if last is None or i.path > last]
+            entry = min(later, key=lambda i: i.path, default=None)
+            if entry is None:
+                return
+            last = entry.path
+            yield entry
+
+
+def test_an_upload_committed_while_fsck_runs_is_not_reported_missing(db, users, testapp, app, tmp_path):
+    """Listed before the upload stored its objects, its row read after it committed."""
+    from pypi.operations import fsck as fsck_mod
+
+    upload(testapp, make_wheel(str(tmp_path), "early", "1.0"), name="early", version="1.0")
+    store = app.services.storage
+
+    class ListsThenUploads(LiveListing):
+        def list(self, prefix=""):
+            listed = list(self.store.list(prefix))  # the listing is taken ...
+            upload(testapp, make_wheel(str(tmp_path), "late", "1.0"), name="late", version="1.0")
+            return iter(listed)  # ... and the upload stored and committed after it
+
+    found: list[fsck_mod.Problem] = []
+    # stat_first=0: no object is looked at again unless the serials say it may have changed.
+    report = fsck_mod.check(db, ListsThenUploads(store), stat_first=0, on_problem=found.append)
+    assert found == [] and report.clean, report.summary()
+    assert (report.referenced, report.stored) == (4, 2)  # 2 wheels and their .metadata; 2 listed
+
+    # The same stale listing when nothing was committed during the run: reported (it is missing
+    # from the listing, and the serial says no row changed since fsck started).
+    class StaleListing(LiveListing):
+        def list(self, prefix=""):
+            return iter([i for i in self.store.list(prefix) if "/early-" in i.path])
+
+    report = fsck_mod.check(db, StaleListing(store), stat_first=0)
+    assert report.count(fsck_mod.MISSING) == 2 and {p.filename for p in report.problems} == {
+        "late-1.0-py3-none-any.whl"
+    }
+
+
+def test_a_file_removed_while_fsck_runs_is_not_reported_missing(
+    db, users, testapp, app, tmp_path, monkeypatch
+):  # noqa: E501
+    """Its row read before the removal committed, its objects deleted before the listing got there."""
+    from pypi.index import stream
+    from pypi.operations import fsck as fsck_mod
+    from pypi.operations import removal
+
+    for name in ("one", "two"):
+        upload(testapp, make_wheel(str(tmp_path), name, "1.0"), name=name, version="1.0")
+    store = app.services.storage
+    with db.transaction() as tx:
+        rows = tx.all("SELECT filename, path FROM files ORDER BY path")
+    last = rows[-1]  # listed after the other: still to come when the removal happens
+
+    def read_then_remove(db_, **kwargs):
+        read = list(stream.referenced_objects(db_, **kwargs))
+        removal.delete_file(db, store, last["filename"])  # commit, then delete the objects
+        return iter(read)
+
+    monkeypatch.setattr(fsck_mod, "referenced_objects", read_then_remove)
+    found: list[fsck_mod.Problem] = []
+    report = fsck_mod.check(db, LiveListing(store), on_problem=found.append)
+    assert found == [] and report.clean, report.summary()
+    assert (report.referenced, report.stored) == (4, 2)
+
+
+def test_fsck_of_200k_missing_objects_hands_each_out_and_keeps_the_first_thousand(tmp_path):
+    from pypi.index import packages
+    from pypi.operations import fsck as fsck_mod
+
+    db = Database(f"sqlite:///{tmp_path}/big.sqlite3")
+    db.migrate()
+    n = 200_000
+    with db.transaction(write=True) as tx:
+        project = packages.create_project(tx, "big")
+        release = packages.create_release(tx, project["id"], "1.0", {})
+        tx.conn.executemany(
+            "INSERT INTO files (release_id, filename, path, size, md5_digest, sha256_digest, "
+            "blake2_256_digest, packagetype, upload_time) VALUES (?, ?, ?, ?, '', ?, ?, 'bdist_wheel', '')",
+            (
+                (release["id"], f"big-{i}.whl", f"packages/{h}/big-{i}.whl", 100, h, h)
+                for i, h in ((i, f"{i:064x}") for i in range(n))
+            ),
+        )
+    store = storage.from_config({"backend": "local", "path": str(tmp_path / "empty")}, data_dir=str(tmp_path))
+    handed = 0
+
+    def count(problem: fsck_mod.Problem) -> None:
+        nonlocal handed
+        handed += 1
+
+    tracemalloc.start()
+    try:
+        report = fsck_mod.check(db, store, on_problem=count)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        db.close()
+    assert handed == report.count(fsck_mod.MISSING) == report.referenced == n
+    assert len(report.problems) == fsck_mod.PROBLEMS_KEPT and report.unresolved == n
+    assert f"{n} missing" in report.summary() and not report.clean
+    # Holding every problem (as the report did) takes well over 100 MB here.
+    assert peak < 30 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"

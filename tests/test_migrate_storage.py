@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import storage
 from pypi.cli import main
 from pypi.index import objects
 from pypi.index.db import Database
-from pypi.operations.copy_objects import Migration, Outcome, Progress
+from pypi.operations.copy_objects import FAILURES_KEPT, Migration, Outcome, Progress
 from storage.local import LocalStorage
 from tests.backends import build, section_for
 from tests.dists import make_sdist, make_wheel
@@ -222,13 +224,14 @@ def test_a_failed_step_is_retried_with_backoff(index, tmp_path):
     slept: list[float] = []
     target = FlakyPuts(str(tmp_path / "flaky"), fail=2)
     result = Migration(index.source, target, jobs=1, sleep=slept.append).run([obj])
-    assert (result.copied, result.failed) == (1, [])
+    assert (result.copied, result.failed, result.failures) == (1, 0, [])
     assert slept == [0.5, 1.0]
 
     target = FlakyPuts(str(tmp_path / "down"), fail=99)
     result = Migration(index.source, target, jobs=1, attempts=3, sleep=slept.append).run([obj])
     assert result.copied == 0
-    [failure] = result.failed
+    [failure] = result.failures
+    assert result.failed == 1
     assert (failure.path, failure.filename, failure.attempts) == (obj.path, obj.filename, 3)
     assert "busy" in failure.error
     assert not result.ok
@@ -252,3 +255,79 @@ def test_target_built_from_a_section_matches_what_the_command_builds(tmp_path, r
     section = section_for("local", request, tmp_path)
     store = build(section, tmp_path)
     assert isinstance(store, LocalStorage) and os.path.isdir(store.root)
+
+
+# -- at pypi.org's size: nothing held per object -------------------------------------------
+
+
+def synthetic(n: int, *, size: int = 1000) -> Iterator[objects.StoredObject]:
+    """``n`` objects in path order, as pypi.index.stream.referenced_objects yields them."""
+    for i in range(n):
+        h = f"{i:064x}"
+        filename = f"pkg_{i}-1.0-py3-none-any.whl"
+        yield objects.StoredObject(
+            f"packages/{h[:2]}/{h[2:4]}/{h[4:]}/{filename}", filename, h, size, "application/zip"
+        )
+
+
+def test_a_dry_run_over_200k_objects_hands_each_out_and_keeps_none(tmp_path):
+    planned = 0
+
+    def count(obj: objects.StoredObject) -> None:
+        nonlocal planned
+        planned += 1
+
+    target = LocalStorage(root=str(tmp_path / "empty"))
+    migration = Migration(LocalStorage(root=str(tmp_path / "source")), target, dry_run=True, on_planned=count)
+    tracemalloc.start()
+    try:
+        result = migration.run(synthetic(200_000), total=200_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert planned == result.planned == result.total == 200_000
+    assert result.bytes == 200_000 * 1000 and result.ok
+    # Holding them (as a list of planned objects did) takes more than 50 MB.
+    assert peak < 5 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_failures_are_counted_and_the_first_thousand_kept(tmp_path):
+    named: list[str] = []
+    source = LocalStorage(root=str(tmp_path / "source"))  # empty: every object is missing from it
+    result = Migration(
+        source, LocalStorage(root=str(tmp_path / "t")), jobs=2, on_failure=lambda f: named.append(f.path)
+    ).run(synthetic(2500), total=2500)
+    assert result.failed == len(named) == 2500 and len(set(named)) == 2500
+    assert len(result.failures) == FAILURES_KEPT == 1000 and not result.ok
+    assert "missing from the source storage" in result.failures[0].error
+    assert "failed 2500 of 2500 objects" in result.summary()
+
+
+def test_the_walk_beside_the_target_listing_decides_as_one_stat_per_object_does(index, tmp_path):
+    """Already there with the same size: skipped; another size: recopied; absent: copied."""
+    expected = index.expected()  # path order
+    files = [o for o in expected if not o.is_metadata]
+    target = LocalStorage(root=str(tmp_path / "target"))
+    assert Migration(index.source, target).run(expected).copied == 7
+    gone, resized = files[0], files[1]
+    target.delete(gone.path)
+    target.put(resized.path, io.BytesIO(b"shorter"))
+    metadata = next(o for o in expected if o.is_metadata)
+    target.put(metadata.path, io.BytesIO(b"other size"))  # no size in the database: stat decides
+
+    def plan(migration_objects: list[objects.StoredObject], **kwargs) -> set[str]:
+        found: set[str] = set()
+        Migration(index.source, target, dry_run=True, on_planned=lambda o: found.add(o.path), **kwargs).run(
+            migration_objects
+        )
+        return found
+
+    wanted = {gone.path, resized.path, metadata.path}
+    assert plan(expected) == wanted  # the listing walked beside them
+    assert plan(expected, list_prefix=None) == wanted  # one stat per object, as before the walk
+    assert plan(expected[::-1]) == wanted  # out of path order: the ones behind are looked up with stat
+
+    result = Migration(index.source, target).run(expected)
+    assert (result.copied, result.skipped, result.failed) == (3, 4, 0)
+    for obj in expected:
+        assert read(target, obj.path) == read(index.source, obj.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import storage
 from pypi.commands.common import add_config_option, fail, load_config, open_database, open_storage
@@ -49,6 +50,7 @@ def fsck(args: argparse.Namespace) -> int:
     config = load_config(args)
     db = open_database(config, migrate=False)
     store = open_storage(config)
+    write = sys.stdout.write
     try:
         report = fsck_mod.check(
             db,
@@ -63,13 +65,14 @@ def fsck(args: argparse.Namespace) -> int:
                 else config.server.temporaries_max_age
             ),
             spool_dir=leftovers.spool_dir(config.data_dir),
+            on_problem=lambda problem: write(f"{problem}\n"),  # as found: nothing is held
         )
     except storage.StorageError as exc:
         return fail(f"fsck: cannot list the {config.storage.backend} storage: {exc}")
     finally:
         store.close()
         db.close()
-    for problem in report.problems:
-        print(problem)
+    for note in report.notes:
+        print(f"fsck: {note}", file=sys.stderr)
     print(report.summary())
     return 0 if report.clean else 1

@@ -28,8 +28,13 @@ _ID = {
 #: Other dialect words a migration may use: {blob} (bytes), {pattern_ops} (an index LIKE 'x%' can
 #: use), {collate_c} (code-point order, as Python sorts text).
 _WORDS = {
-    "sqlite": {"blob": "BLOB", "pattern_ops": "", "collate_c": ""},
-    "postgresql": {"blob": "BYTEA", "pattern_ops": " text_pattern_ops", "collate_c": ' COLLATE "C"'},
+    "sqlite": {"blob": "BLOB", "pattern_ops": "", "collate_c": "", "include": ", "},
+    "postgresql": {
+        "blob": "BYTEA",
+        "pattern_ops": " text_pattern_ops",
+        "collate_c": ' COLLATE "C"',
+        "include": ") INCLUDE (",
+    },
 }
 
 

@@ -5,15 +5,19 @@ command line. Each object is:
 
 - skipped when the target already holds it with the expected size (and, with
   ``verify``, the expected SHA-256, read back from the target), so a migration
-  can be interrupted and run again. The target is listed once up front (one
-  request per page instead of one per object); an object the listing shows
-  with another size is looked at again with ``stat`` before it is recopied;
+  can be interrupted and run again. The target's listing (one request per page
+  instead of one per object) is walked beside the objects, both in path order,
+  so neither is ever held whole; an object the listing shows with another size
+  is looked at again with ``stat`` before it is recopied;
 - otherwise read from the source while its SHA-256 is computed, into a spool
   (memory up to a few MiB, then a temporary file), and stored in the target
   only when the digest and size match the database: a damaged source object
   is never copied;
 - retried with exponential backoff when a step fails, and reported by name
-  when every attempt failed. Nothing is skipped silently.
+  (``on_failure``) when every attempt failed. Nothing is skipped silently.
+
+What a dry run would copy is handed to ``on_planned`` as it is found; the result keeps
+counts and the first ``FAILURES_KEPT`` failures, so memory stays flat at any size.
 
 Objects are stored with the content type and metadata the upload pipeline
 gives them (``pypi.index.objects``).
@@ -30,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, NamedTuple, TextIO
 
 import storage
 from cloudpypi_base.settings import format_size
@@ -39,6 +43,9 @@ from pypi.index.objects import PACKAGES_PREFIX, StoredObject
 CHUNK = 1024 * 1024
 #: An object up to this size is spooled in memory; a larger one in a temporary file.
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
+#: What the target's listing says of an object besides its size: not there, or not known.
+_ABSENT = -1
+_UNKNOWN = -2
 
 
 class CorruptObject(Exception):
@@ -63,17 +70,23 @@ class Failure:
     attempts: int
 
 
+#: Failures a MigrationResult keeps (every one is also handed to ``on_failure`` as it happens).
+FAILURES_KEPT = 1000
+
+
 @dataclass
 class MigrationResult:
     total: int = 0
     copied: int = 0
     skipped: int = 0
-    failed: list[Failure] = field(default_factory=list)
+    #: For a dry run: objects that would be copied (each handed to ``on_planned``).
+    planned: int = 0
+    failed: int = 0
+    #: The first FAILURES_KEPT failures (``failed`` counts them all).
+    failures: list[Failure] = field(default_factory=list)
     #: Bytes copied (for a dry run: bytes that would be copied, where known).
     bytes: int = 0
     seconds: float = 0.0
-    #: For a dry run: the objects that would be copied.
-    planned: list[StoredObject] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,20 +95,19 @@ class MigrationResult:
     def summary(self, *, dry_run: bool = False) -> str:
         if dry_run:
             return (
-                f"dry run: {len(self.planned)} of {self.total} objects would be copied "
+                f"dry run: {self.planned} of {self.total} objects would be copied "
                 f"({format_size(self.bytes)} known), {self.skipped} already there, "
-                f"{len(self.failed)} failed, in {self.seconds:.1f} s"
+                f"{self.failed} failed, in {self.seconds:.1f} s"
             )
         rate = self.bytes / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"copied {self.copied}, skipped {self.skipped}, failed {self.failed} "
             f"of {self.total} objects; {self.bytes} bytes ({format_size(self.bytes)}) "
             f"in {self.seconds:.1f} s ({format_size(rate)}/s)"
         )
 
 
-@dataclass(frozen=True)
-class _Done:
+class _Done(NamedTuple):
     obj: StoredObject
     outcome: Outcome
     nbytes: int = 0
@@ -196,6 +208,7 @@ class Migration:
         backoff: float = 0.5,
         progress: Progress | None = None,
         on_failure: Callable[[Failure], None] | None = None,
+        on_planned: Callable[[StoredObject], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         list_prefix: str | None = PACKAGES_PREFIX,
         cache_control: str | None = None,
@@ -212,44 +225,64 @@ class Migration:
         self.attempts = attempts
         self.backoff = backoff
         self.progress = progress
+        #: Called (on the calling thread) with each object that cannot be copied, as it is found.
         self.on_failure = on_failure
+        #: For a dry run: called (on the calling thread) with each object that would be copied.
+        self.on_planned = on_planned
         self.sleep = sleep
-        #: Objects below this prefix are looked up in one listing of the target
+        #: Objects below this prefix are looked up in the target's listing, walked beside them
         #: (None: one ``stat`` per object instead).
         self.list_prefix = list_prefix
         #: The Cache-Control objects are stored with (the cache policy's FILE rule).
         self.cache_control = cache_control
-        self._listed: dict[str, int] | None = None
 
     def run(self, objects: Iterable[StoredObject], *, total: int | None = None) -> MigrationResult:
         """Copy (or, for a dry run, check) every object; never raises for one object's failure.
 
         ``objects`` may be a stream (pypi.index.stream.referenced_objects): it is read as the
-        copies go, never held whole; ``total`` is its length where known beforehand.
+        copies go, never held whole; ``total`` is its length where known beforehand. Objects
+        in path order (as that stream yields them) are matched against the target's listing
+        in one walk; one out of order is looked up with ``stat``.
         """
         if total is None:
             objects = list(objects)
             total = len(objects)
-        objs = objects
         result = MigrationResult(total=total)
         started = time.monotonic()
-        self._listed = self._list_target()
+        listing = _TargetListing(self.target, self.list_prefix)
         window = self.jobs * 4
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="migrate") as pool:
             pending: set[Future[list[_Done]]] = set()
+
+            def collect() -> None:
+                nonlocal pending
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for one in future.result():
+                        self._collect(result, *one)
+
+            group: list[tuple[StoredObject, int]] = []
+            size = 0
             try:
-                for group in _groups(objs):
-                    pending.add(pool.submit(lambda g: [self._one(o) for o in g], group))
-                    if len(pending) >= window:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            for one in future.result():
-                                self._collect(one, result)
+                for obj in objects:
+                    listed = listing.size_of(obj.path)
+                    if listed == _ABSENT and self.dry_run:  # decided without asking the store
+                        self._collect(result, obj, Outcome.PLANNED, obj.size or 0)
+                        continue
+                    if listed >= 0 and listed == obj.size and not self.verify:
+                        self._collect(result, obj, Outcome.SKIPPED)
+                        continue
+                    group.append((obj, listed))  # for a thread: a copy, or a look with stat
+                    size += obj.size or 0
+                    if len(group) >= GROUP_OBJECTS or size >= GROUP_BYTES:
+                        pending.add(pool.submit(self._some, group))
+                        group, size = [], 0
+                        if len(pending) >= window:
+                            collect()
+                if group:
+                    pending.add(pool.submit(self._some, group))
                 while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        for one in future.result():
-                            self._collect(one, result)
+                    collect()
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -259,32 +292,49 @@ class Migration:
             self.progress.finish()
         return result
 
-    def _collect(self, done: _Done, result: MigrationResult) -> None:
-        if done.outcome is Outcome.COPIED:
+    def _collect(
+        self,
+        result: MigrationResult,
+        obj: StoredObject,
+        outcome: Outcome,
+        nbytes: int = 0,
+        failure: Failure | None = None,
+    ) -> None:
+        if outcome is Outcome.COPIED:
             result.copied += 1
-            result.bytes += done.nbytes
-        elif done.outcome is Outcome.SKIPPED:
+            result.bytes += nbytes
+        elif outcome is Outcome.SKIPPED:
             result.skipped += 1
-        elif done.outcome is Outcome.PLANNED:
-            result.planned.append(done.obj)
-            result.bytes += done.nbytes
+        elif outcome is Outcome.PLANNED:
+            result.planned += 1
+            result.bytes += nbytes
+            if self.on_planned is not None:
+                self.on_planned(obj)
         else:
-            assert done.failure is not None
-            result.failed.append(done.failure)
+            assert failure is not None
+            result.failed += 1
+            if len(result.failures) < FAILURES_KEPT:
+                result.failures.append(failure)
             if self.on_failure is not None:
-                self.on_failure(done.failure)
+                self.on_failure(failure)
         if self.progress is not None:
-            self.progress.update(done.outcome, done.nbytes if done.outcome is Outcome.COPIED else 0)
+            self.progress.update(outcome, nbytes if outcome is Outcome.COPIED else 0)
 
     # -- one object ----------------------------------------------------------------------
 
-    def _one(self, obj: StoredObject) -> _Done:
-        """Check and copy one object, with retries; the outcome, never an exception."""
+    def _some(self, group: list[tuple[StoredObject, int]]) -> list[_Done]:
+        return [self._one(obj, listed) for obj, listed in group]
+
+    def _one(self, obj: StoredObject, listed: int = _UNKNOWN) -> _Done:
+        """Check and copy one object, with retries; the outcome, never an exception.
+
+        ``listed`` is what the target's listing says: its size there, _ABSENT or _UNKNOWN.
+        """
         attempt = 0
         while True:
             attempt += 1
             try:
-                if not self._needs_copy(obj):
+                if not self._needs_copy(obj, listed):
                     return _Done(obj, Outcome.SKIPPED)
                 if self.dry_run:
                     return _Done(obj, Outcome.PLANNED, obj.size or 0)
@@ -303,23 +353,12 @@ class Migration:
     def _failed(self, obj: StoredObject, error: str, attempts: int) -> _Done:
         return _Done(obj, Outcome.FAILED, failure=Failure(obj.path, obj.filename, error, attempts))
 
-    def _list_target(self) -> dict[str, int] | None:
-        """path -> size of what the target holds below ``list_prefix`` (None: cannot list; stat each)."""
-        if self.list_prefix is None:
-            return None
-        try:
-            return {info.path: info.size for info in self.target.list(self.list_prefix)}
-        except storage.StorageError:
-            return None
-
-    def _needs_copy(self, obj: StoredObject) -> bool:
+    def _needs_copy(self, obj: StoredObject, listed: int) -> bool:
         """Whether the target lacks the object or holds a different one."""
-        listed = self._listed
-        if listed is not None and self.list_prefix is not None and obj.path.startswith(self.list_prefix):
-            if obj.path not in listed:
-                return True
-            if obj.size is not None and listed[obj.path] == obj.size and not self.verify:
-                return False
+        if listed == _ABSENT:
+            return True
+        if listed >= 0 and obj.size is not None and listed == obj.size and not self.verify:
+            return False
         try:
             info = self.target.stat(obj.path)
         except storage.NotFound:
@@ -383,17 +422,49 @@ GROUP_OBJECTS = 32
 GROUP_BYTES = 8 * 1024 * 1024
 
 
-def _groups(objects: Iterable[StoredObject]) -> Iterator[list[StoredObject]]:
-    group: list[StoredObject] = []
-    size = 0
-    for obj in objects:
-        group.append(obj)
-        size += obj.size or 0
-        if len(group) >= GROUP_OBJECTS or size >= GROUP_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
+class _TargetListing:
+    """The target's listing below ``prefix``, walked forward beside objects in path order.
+
+    Stores list in path order (S3, Swift, local folders). When one does not, or its listing
+    fails part-way, every later object is looked up with ``stat``; an object taken for
+    absent before that is at worst copied again (a dry run counts it as to be copied).
+    """
+
+    def __init__(self, target: storage.Storage, prefix: str | None) -> None:
+        self.prefix = prefix
+        self._target = target
+        self._entries: Iterator[storage.ObjectInfo] | None = None
+        self._current: storage.ObjectInfo | None = None
+        self._usable = prefix is not None
+        self._started = False
+        self._last = ""
+
+    def size_of(self, path: str) -> int:
+        """The size the listing shows for ``path``, _ABSENT, or _UNKNOWN (ask with ``stat``)."""
+        if not self._usable or not path.startswith(self.prefix):  # type: ignore[arg-type]
+            return _UNKNOWN
+        if path < self._last:  # the objects came out of path order: the walk cannot go back
+            return _UNKNOWN
+        self._last = path
+        try:
+            if not self._started:
+                self._started = True
+                self._entries = iter(self._target.list(self.prefix))  # type: ignore[arg-type]
+                self._current = next(self._entries, None)
+            current = self._current
+            while current is not None and current.path < path:
+                previous = current.path
+                current = next(self._entries, None)  # type: ignore[arg-type]
+                if current is not None and current.path < previous:
+                    self._usable = False  # listed out of order
+                    return _UNKNOWN
+            self._current = current
+        except storage.StorageError:
+            self._usable = False
+            return _UNKNOWN
+        if current is not None and current.path == path:
+            return current.size
+        return _ABSENT
 
 
 def _hash(f: BinaryIO) -> tuple[str, int]:
