@@ -19,6 +19,7 @@ from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
 from pypi.index.shared_pages import SharedPages
 from pypi.index.throttle import LoginThrottle
+from pypi.proxies import TrustedProxies
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
 from pypi.views import files, guard, json_api, simple, upload, web, xmlrpc
@@ -52,8 +53,11 @@ class App:
     def __init__(self, services: Services, extra_routes: Iterable[tuple] = ()) -> None:
         self.services = services
         self.routes = [(set(m), re.compile(p + r"\Z"), v) for m, p, v in [*ROUTES, *extra_routes]]
+        self.proxies = TrustedProxies(services.config.server.trusted_proxies)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        # Before anything reads the request: forwarding headers only from trusted proxies.
+        self.proxies.apply(environ)
         request = Request(environ)
         started = time.perf_counter()
         try:

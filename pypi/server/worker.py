@@ -1,4 +1,4 @@
-"""The gunicorn worker ``cloudpypi serve`` runs: gunicorn's gthread worker with three changes.
+"""The gunicorn worker ``cloudpypi serve`` runs: gunicorn's gthread worker with two changes.
 
 - ``Expect: 100-continue`` is answered when the application first reads the
   body, not before it runs (gunicorn answers at once): an upload without valid
@@ -7,9 +7,10 @@
 - Errors gunicorn writes itself (400 on a bad request line, 414, 431, 500, ...)
   are plain text marked ``Cache-Control: private, no-store``, like every error
   the application makes, so no shared cache keeps them.
-- ``X-Forwarded-*`` and ``Forwarded`` reach the application only from the
-  proxies gunicorn trusts (``forwarded_allow_ips``), as waitress's
-  ``clear_untrusted_proxy_headers`` did.
+
+(``X-Forwarded-*`` and ``Forwarded`` from a peer that is not one of
+``[server] trusted_proxies`` are removed by the application itself,
+pypi.proxies, whatever server runs it.)
 
 A request waits at most READ_TIMEOUT seconds for the client's next bytes.
 glibc's arenas are capped in each worker before its threads start
@@ -18,7 +19,6 @@ glibc's arenas are capped in each worker before its threads start
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,7 +32,6 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Seconds a request may wait for the client's next bytes (waitress's channel_timeout was 120 s):
 #: a client that stops sending mid-upload frees its thread instead of holding it for ever.
 READ_TIMEOUT = 120.0
-_FORWARDED = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_")
 
 
 def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
@@ -88,12 +87,11 @@ class _ContinueInput:
 
 
 class Worker(ThreadWorker):
-    """gthread with a lazy ``100 Continue``, private error pages and trusted forwarding headers."""
+    """gthread with a lazy ``100 Continue`` and private error pages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._request = threading.local()
-        self._networks: list | None = None
 
     def init_process(self) -> None:
         tune_malloc()  # before any of this worker's threads exist
@@ -109,23 +107,7 @@ class Worker(ThreadWorker):
 
         self.wsgi = application
 
-    def _trusted(self, addr: str) -> bool:
-        """Whether ``addr`` is one of the proxies of gunicorn's ``forwarded_allow_ips``."""
-        allowed = self.cfg.forwarded_allow_ips
-        if "*" in allowed:
-            return True
-        if self._networks is None:
-            self._networks = [ipaddress.ip_network(a, strict=False) for a in allowed]
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._networks)
-
     def _call(self, app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not self._trusted(environ.get("REMOTE_ADDR", "")):
-            for key in [k for k in environ if k.startswith(_FORWARDED)]:
-                del environ[key]
         expect: _Expect | None = getattr(self._request, "expect", None)
         if expect is None:
             return app(environ, start_response)
