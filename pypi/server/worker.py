@@ -20,8 +20,9 @@
 pypi.proxies, whatever server runs it.)
 
 A request waits at most READ_TIMEOUT seconds for the client's next bytes.
-glibc's arenas are capped in each worker before its threads start
-(pypi.server.memory).
+glibc's arenas are capped in each worker before its threads start, and what
+the application built at start is moved out of the garbage collector's way
+once it is loaded (pypi.server.memory).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from pypi.server import response
-from pypi.server.memory import tune_malloc
+from pypi.server.memory import freeze_startup_objects, tune_malloc
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Seconds a request may wait for the client's next bytes (waitress's channel_timeout was 120 s):
@@ -122,6 +123,7 @@ class Worker(ThreadWorker):
             return self._call(app, environ, start_response)
 
         self.wsgi = application
+        freeze_startup_objects()  # before the first request: collections stay short
 
     def _call(self, app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
         expect: _Expect | None = getattr(self._request, "expect", None)
