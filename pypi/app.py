@@ -74,13 +74,14 @@ class App:
         if bad:
             log.error("%s %r: unsendable header value in %s", request.method, environ.get("PATH_INFO"), bad)
             response = self._internal_error()
-        log.debug(
-            "%s %r -> %s in %.1f ms",
-            request.method,
-            environ.get("PATH_INFO"),
-            response.status,
-            (time.perf_counter() - started) * 1000,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the arguments cost as much as a small view
+            log.debug(
+                "%s %r -> %s in %.1f ms",
+                request.method,
+                environ.get("PATH_INFO"),
+                response.status,
+                (time.perf_counter() - started) * 1000,
+            )
         return response(environ, start_response)
 
     def _internal_error(self) -> Response:
