@@ -50,6 +50,16 @@ KEEP_LINGER = 0.05
 LINGER_SLICE = 0.005
 
 
+def _readable_within(fd: int) -> Callable[[float], bool]:
+    """A function telling whether ``fd`` has data (or end of file) within so many seconds
+    (poll: no limit on the descriptor's number, as select's 1024)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return lambda seconds: bool(poller.poll(seconds * 1000))
+    return lambda seconds: bool(select.select([fd], [], [], seconds)[0])
+
+
 def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's ``util.write_error``, as plain text and private (never cached)."""
     body = f"{status_int} {reason}\n{mesg}\n" if mesg else f"{status_int} {reason}\n"
@@ -155,14 +165,17 @@ class Worker(ThreadWorker):
         """
         if conn.parser.unreader.buf.getvalue():
             return True  # read ahead already (a pipelining client)
+        try:
+            wait = _readable_within(conn.sock.fileno())
+        except (OSError, ValueError):  # closed meanwhile
+            return False
         deadline = time.monotonic() + KEEP_LINGER
         while self.alive and not self._connections_waiting():
             try:
-                readable, _, _ = select.select([conn.sock], [], [], LINGER_SLICE)
+                if wait(LINGER_SLICE):
+                    return True
             except (OSError, ValueError):
                 return False
-            if readable:
-                return True
             if time.monotonic() >= deadline:
                 break
         return False
