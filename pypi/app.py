@@ -20,6 +20,7 @@ from pypi.index.objects import PACKAGES_PREFIX
 from pypi.index.render_cache import RenderCache
 from pypi.index.segmented import SegmentedPages
 from pypi.index.throttle import LoginThrottle
+from pypi.proxies import TrustedProxies
 from pypi.services import Services
 from pypi.upload.pipeline import Uploader
 from pypi.views import files, guard, json_api, simple, upload, web, xmlrpc
@@ -53,8 +54,11 @@ class App:
     def __init__(self, services: Services, extra_routes: Iterable[tuple] = ()) -> None:
         self.services = services
         self.routes = [(set(m), re.compile(p + r"\Z"), v) for m, p, v in [*ROUTES, *extra_routes]]
+        self.proxies = TrustedProxies(services.config.server.trusted_proxies)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        # Before anything reads the request: forwarding headers only from trusted proxies.
+        self.proxies.apply(environ)
         request = Request(environ)
         started = time.perf_counter()
         try:
@@ -71,13 +75,14 @@ class App:
         if bad:
             log.error("%s %r: unsendable header value in %s", request.method, environ.get("PATH_INFO"), bad)
             response = self._internal_error()
-        log.debug(
-            "%s %r -> %s in %.1f ms",
-            request.method,
-            environ.get("PATH_INFO"),
-            response.status,
-            (time.perf_counter() - started) * 1000,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the arguments cost as much as a small view
+            log.debug(
+                "%s %r -> %s in %.1f ms",
+                request.method,
+                environ.get("PATH_INFO"),
+                response.status,
+                (time.perf_counter() - started) * 1000,
+            )
         return response(environ, start_response)
 
     def _internal_error(self) -> Response:

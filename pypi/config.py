@@ -16,6 +16,7 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from cloudpypi_base.settings import Section
+from pypi.proxies import parse_networks
 
 ENV_CONFIG = "CLOUDPYPI_CONFIG"
 ENV_PREFIX = "CLOUDPYPI_"
@@ -46,6 +47,9 @@ class ServerSettings:
     #: Seconds after which a crashed upload's leftovers (spooled bodies in
     #: data_dir/tmp, the store's temporaries) are removed at start and by fsck.
     temporaries_max_age: float = 86400.0
+    #: Proxies (addresses or CIDR networks) whose X-Forwarded-* headers are believed; none by
+    #: default (pypi.proxies).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,15 @@ def _workers(text: str) -> int:
     return _int(text, where="[server] workers", low=1, high=256)
 
 
+def _trusted_proxies(text: str) -> tuple[str, ...]:
+    """``[server] trusted_proxies``: addresses or CIDR networks, separated by commas or spaces."""
+    items = re.split(r"[\s,]+", text.strip()) if text.strip() else []
+    try:
+        return tuple(str(n) for n in parse_networks(items))
+    except ValueError as exc:
+        raise ConfigError(f"[server] trusted_proxies: {exc}") from None
+
+
 def _url(text: str, *, where: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
     parts = urlsplit(text)
     if parts.scheme not in schemes or not parts.netloc:
@@ -263,6 +276,7 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
         temporaries_max_age=parse_duration(
             srv.get("temporaries_max_age", "1d"), where="[server] temporaries_max_age"
         ),
+        trusted_proxies=_trusted_proxies(srv.get("trusted_proxies", "")),
     )
 
     url = (web.get("url") or "").strip()

@@ -18,6 +18,7 @@ FORGED = [
     {"Host": "evil.example"},
     {"Host": "evil.example:8443", "X-Forwarded-Host": "evil2.example", "X-Forwarded-Proto": "https"},
     {"X-Forwarded-Host": "evil3.example", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "444"},
+    {"X-Forwarded-For": "203.0.113.1", "Forwarded": "for=203.0.113.1;host=evil4.example;proto=https"},
 ]
 PAGES = [
     "/",

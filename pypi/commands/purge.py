@@ -14,6 +14,7 @@ from pypi.config import Config, ConfigError
 from pypi.index import cache_keys, outbox
 from pypi.index.db import Database
 from pypi.operations import purge_worker
+from pypi.server import orphan
 
 #: ``purge --status`` exits 1 when a row has failed this often (a CDN that keeps refusing).
 FAIL_AFTER = 5
@@ -23,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("purge-worker", help="deliver queued CDN purges until stopped (SIGTERM/SIGINT)")
     add_config_option(p)
     p.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)  # from pypi.server.purge_process
+    # From pypi.server.purge_process: stop when that process (the gunicorn master) dies.
+    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=run_worker)
 
     p = sub.add_parser("purge", help="show queued CDN purges (--status) or purge surrogate keys by hand")
@@ -77,6 +80,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if getattr(args, "parent_pid", None) is not None:
+        orphan.watch_parent(args.parent_pid, worker.request_stop)
     if getattr(args, "wake_fd", None) is not None:
         threading.Thread(target=_wake_on_read, args=(args.wake_fd, worker), daemon=True).start()
     print(f"purge worker: delivering through {worker.purger.describe()}", file=sys.stderr, flush=True)

@@ -44,6 +44,9 @@ def gunicorn_settings(
         "worker_class": WORKER_CLASS,
         "graceful_timeout": srv.graceful_timeout,
         "keepalive": srv.keepalive,
+        # gunicorn believes X-Forwarded-Proto & co. from these peers only (its default trusts
+        # 127.0.0.1): the same proxies the application trusts (pypi.proxies), none by default.
+        "forwarded_allow_ips": ",".join(srv.trusted_proxies),
         "proc_name": "cloudpypi",
         "errorlog": "-",
         # gunicorn 24+'s control socket, one path per user: two indexes would fight over it.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import sys
 from typing import Any
@@ -58,3 +59,18 @@ def release_free_memory() -> bool:
     """Give memory freed inside the heap back to the system (glibc's malloc_trim)."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def freeze_startup_objects() -> int:
+    """Move every object alive now (modules, the application, its caches' shells) to the
+    collector's permanent generation; the number moved.
+
+    A full collection walks every tracked object: in a worker with the application
+    loaded that is some 50 ms during which no thread of the process runs, and
+    it would come back every few thousand requests. What exists when the
+    application is ready lives as long as the process, so the collector need
+    not look at it again (``gc.freeze``, as Instagram's and gunicorn users' servers do).
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -6,7 +6,9 @@ and stops it on exit (``on_exit``). Workers never run a purge worker of their
 own: the purges of every worker's uploads are sent by this one process. A
 worker wakes it after each commit through a pipe the master opens before the
 workers fork (one byte, never blocking); changes made elsewhere are found
-within ``[cdn] purge_poll_interval`` (1 s).
+within ``[cdn] purge_poll_interval`` (1 s). A master killed outright (SIGKILL,
+no exit hook) takes its purge worker with it: the purge worker is told the
+master's pid and stops when it loses that parent (pypi.server.orphan).
 
 ``hooks(config_path)`` gives these gunicorn server hooks; ``cloudpypi serve``
 and ``pypi.server.gunicorn_conf`` install them.
@@ -52,7 +54,7 @@ class PurgeProcess:
         self._exited_at = 0.0
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "pypi.cli", "purge-worker"]
+        args = [sys.executable, "-m", "pypi.cli", "purge-worker", "--parent-pid", str(os.getpid())]
         if self.wake_fd is not None:
             args += ["--wake-fd", str(self.wake_fd)]
         return args + (["--config", self.config_path] if self.config_path else [])

@@ -1,4 +1,4 @@
-"""The gunicorn worker ``cloudpypi serve`` runs: gunicorn's gthread worker with three changes.
+"""The gunicorn worker ``cloudpypi serve`` runs: gunicorn's gthread worker with these changes.
 
 - ``Expect: 100-continue`` is answered when the application first reads the
   body, not before it runs (gunicorn answers at once): an upload without valid
@@ -7,32 +7,57 @@
 - Errors gunicorn writes itself (400 on a bad request line, 414, 431, 500, ...)
   are plain text marked ``Cache-Control: private, no-store``, like every error
   the application makes, so no shared cache keeps them.
-- ``X-Forwarded-*`` and ``Forwarded`` reach the application only from the
-  proxies gunicorn trusts (``forwarded_allow_ips``), as waitress's
-  ``clear_untrusted_proxy_headers`` did.
+- A thread that answered a keep-alive request waits briefly (KEEP_LINGER) for
+  that connection's next request and answers it too, instead of handing the
+  connection back to the main thread's poller after every response (two thread
+  hand-offs, each a GIL wait, and four system calls a request); it gives way as
+  soon as another connection of the worker waits for a thread.
+- The head of a response goes out in the same write as its first body bytes
+  (pypi.server.response).
+
+(``X-Forwarded-*`` and ``Forwarded`` from a peer that is not one of
+``[server] trusted_proxies`` are removed by the application itself,
+pypi.proxies, whatever server runs it.)
 
 A request waits at most READ_TIMEOUT seconds for the client's next bytes.
-glibc's arenas are capped in each worker before its threads start
-(pypi.server.memory).
+glibc's arenas are capped in each worker before its threads start, and what
+the application built at start is moved out of the garbage collector's way
+once it is loaded (pypi.server.memory).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import select
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
-from pypi.server.memory import tune_malloc
+from pypi.server import response
+from pypi.server.memory import freeze_startup_objects, tune_malloc
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Seconds a request may wait for the client's next bytes (waitress's channel_timeout was 120 s):
 #: a client that stops sending mid-upload frees its thread instead of holding it for ever.
 READ_TIMEOUT = 120.0
-_FORWARDED = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_")
+#: Seconds a thread waits for the next request on the connection it just answered before
+#: handing the connection back to the worker's poller (see Worker._next_request_arrives).
+KEEP_LINGER = 0.05
+#: While lingering, how often a thread looks whether another connection waits for it.
+LINGER_SLICE = 0.005
+
+
+def _readable_within(fd: int) -> Callable[[float], bool]:
+    """A function telling whether ``fd`` has data (or end of file) within so many seconds
+    (poll: no limit on the descriptor's number, as select's 1024)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return lambda seconds: bool(poller.poll(seconds * 1000))
+    return lambda seconds: bool(select.select([fd], [], [], seconds)[0])
 
 
 def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
@@ -88,16 +113,16 @@ class _ContinueInput:
 
 
 class Worker(ThreadWorker):
-    """gthread with a lazy ``100 Continue``, private error pages and trusted forwarding headers."""
+    """gthread with a lazy ``100 Continue`` and private error pages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._request = threading.local()
-        self._networks: list | None = None
 
     def init_process(self) -> None:
         tune_malloc()  # before any of this worker's threads exist
         util.write_error = write_error  # the one writer of gunicorn's own error pages
+        response.install()  # the head goes out with the first body bytes, in one write
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -108,24 +133,9 @@ class Worker(ThreadWorker):
             return self._call(app, environ, start_response)
 
         self.wsgi = application
-
-    def _trusted(self, addr: str) -> bool:
-        """Whether ``addr`` is one of the proxies of gunicorn's ``forwarded_allow_ips``."""
-        allowed = self.cfg.forwarded_allow_ips
-        if "*" in allowed:
-            return True
-        if self._networks is None:
-            self._networks = [ipaddress.ip_network(a, strict=False) for a in allowed]
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._networks)
+        freeze_startup_objects()  # before the first request: collections stay short
 
     def _call(self, app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not self._trusted(environ.get("REMOTE_ADDR", "")):
-            for key in [k for k in environ if k.startswith(_FORWARDED)]:
-                del environ[key]
         expect: _Expect | None = getattr(self._request, "expect", None)
         if expect is None:
             return app(environ, start_response)
@@ -136,6 +146,46 @@ class Worker(ThreadWorker):
             return start_response(status, headers, exc_info)
 
         return app(environ, answered)
+
+    def handle(self, conn: Any) -> Any:
+        """One request, then the next ones on the same connection as long as each arrives
+        within KEEP_LINGER seconds and no other connection waits for a thread."""
+        result = super().handle(conn)
+        while result is True and self._next_request_arrives(conn):
+            result = super().handle(conn)
+        return result
+
+    def _next_request_arrives(self, conn: Any) -> bool:
+        """Whether to answer ``conn``'s next request in this thread: it arrived within
+        KEEP_LINGER seconds and no connection of this worker is waiting for a thread.
+
+        Handing a keep-alive connection back to gthread's main thread costs two thread
+        hand-offs (and their GIL waits) and four system calls a request; a client that
+        sends its next request at once is served on without them.
+        """
+        if conn.parser.unreader.buf.getvalue():
+            return True  # read ahead already (a pipelining client)
+        try:
+            wait = _readable_within(conn.sock.fileno())
+        except (OSError, ValueError):  # closed meanwhile
+            return False
+        deadline = time.monotonic() + KEEP_LINGER
+        while self.alive and not self._connections_waiting():
+            try:
+                if wait(LINGER_SLICE):
+                    return True
+            except (OSError, ValueError):
+                return False
+            if time.monotonic() >= deadline:
+                break
+        return False
+
+    def _connections_waiting(self) -> bool:
+        """Whether connections of this worker wait for a thread (a lingering one must give way)."""
+        if self.nr_conns <= self.cfg.threads:
+            return False  # a thread for each connection: none can be waiting
+        work = getattr(self.tpool, "_work_queue", None)
+        return work is None or not work.empty()
 
     def handle_request(self, req: Any, conn: Any) -> bool:
         # gunicorn's wsgi.create() answers 100 as soon as it sees the header,

@@ -231,3 +231,34 @@ def test_stop_or_reload_lets_an_upload_in_flight_finish(tmp_path, signum):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_keep_alive_connections_beyond_the_threads_are_all_answered(index):
+    """Threads answer their connection's next request themselves, and give way: six keep-alive
+    connections on four threads, each used in turn, get every answer (GET, HEAD, 304)."""
+    import http.client
+
+    _, server = index
+    host, port = server.url[7:].split(":")
+    conns = [http.client.HTTPConnection(host, int(port), timeout=10) for _ in range(6)]
+    try:
+        etag = None
+        for round_ in range(5):
+            for conn in conns:
+                conn.request("GET", "/simple/")
+                r = conn.getresponse()
+                body = r.read()
+                assert r.status == 200 and body.startswith(b"<!DOCTYPE html>")
+                assert int(r.headers["Content-Length"]) == len(body)
+                assert r.headers["Connection"] != "close"
+                etag = r.headers["ETag"]
+            conn = conns[round_]
+            conn.request("HEAD", "/simple/")
+            r = conn.getresponse()
+            assert r.status == 200 and r.read() == b""
+            conn.request("GET", "/simple/", headers={"If-None-Match": etag})
+            r = conn.getresponse()
+            assert r.status == 304 and r.read() == b""
+    finally:
+        for conn in conns:
+            conn.close()

@@ -142,3 +142,57 @@ def test_plain_gunicorn_without_a_purge_worker_refuses_to_start(tmp_path, varnis
             proc.kill()
     text = open(log).read()
     assert "no purge worker runs" in text and "pypi.server.gunicorn_conf" in text, text[-2000:]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live children of ``pid``: their pids and command lines."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for init to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
+def test_serve_killed_with_sigkill_leaves_no_purge_worker_or_server_worker(tmp_path, varnish):
+    server = start_server(index_config(tmp_path, varnish))
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the purge worker starts when the master is ready, the workers as they boot
+            children = _children(server.proc.pid)
+            purgers = [p for p, cmd in children.items() if "purge-worker" in cmd]
+            if purgers and len(children) >= 3:  # the purge worker and the two server workers
+                break
+            assert time.monotonic() < deadline, children
+            time.sleep(0.1)
+        server.proc.kill()  # SIGKILL: the master runs no exit hook
+        server.proc.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in children):
+            left = {p: cmd for p, cmd in children.items() if _alive(p)}
+            assert time.monotonic() < deadline, f"still running after the master died: {left}"
+            time.sleep(0.1)
+    finally:
+        server.stop()
+        for pid in children:  # what a failure left behind (they are no longer the master's)
+            if _alive(pid):
+                os.kill(pid, 9)

@@ -1,0 +1,94 @@
+"""gunicorn's response, sending the head and the first body bytes in one write.
+
+gunicorn writes a response's status line and headers with one ``sendall`` and
+each body chunk with another, so an index page (a few KB, one chunk) costs two
+system calls and two TCP segments, and the client two wake-ups to read it.
+Here the head is held until the first body bytes and sent with them (when they
+are small: a large chunk, a file sent with ``sendfile``, or a response with no
+body sends the head alone, first). The ``Date`` header is formatted once a
+second, not once a response. Everything else is gunicorn's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http import wsgi
+
+#: Body chunks up to this size are sent in the same write as the head (larger ones after it).
+COALESCE_MAX = 256 * 1024
+
+
+class _HeadFirst:
+    """A socket stand-in that holds the first write (the head) and puts it before the next."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._head: bytes | None = None
+        self._held = False
+
+    def sendall(self, data: bytes) -> None:
+        if not self._held:  # the first write is always the head (send_headers)
+            self._held = True
+            self._head = bytes(data)
+            return
+        head, self._head = self._head, None
+        if head is None:
+            self._sock.sendall(data)
+        elif len(data) <= COALESCE_MAX:
+            self._sock.sendall(head + data)
+        else:
+            self._sock.sendall(head)
+            self._sock.sendall(data)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._sock.sendall(head)
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (fileno for sendfile, settimeout, ...) goes to the socket, the head first.
+        self.flush()
+        return getattr(self._sock, name)
+
+
+class Response(wsgi.Response):
+    """gunicorn's ``Response`` with the head sent together with the first body bytes."""
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        if not isinstance(self.sock, _HeadFirst):
+            self.sock = _HeadFirst(self.sock)
+        super().send_headers()
+
+    def close(self) -> None:
+        super().close()
+        if isinstance(self.sock, _HeadFirst):
+            self.sock.flush()  # a response without body bytes (HEAD, 304, an empty page)
+
+
+_format_date = util.http_date
+#: (second, its HTTP date): replaced whole, so threads never see a half-updated pair.
+_date: tuple[int, str] = (0, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """gunicorn's ``util.http_date``, formatting the current second's date only once."""
+    global _date
+    if timestamp is not None:
+        return _format_date(timestamp)
+    now = int(time.time())
+    second, text = _date
+    if second != now:
+        text = _format_date(now)
+        _date = (now, text)
+    return text
+
+
+def install() -> None:
+    """Make gunicorn build this ``Response`` for every request of this process (a worker's start)."""
+    wsgi.Response = Response
+    util.http_date = http_date
