@@ -1,12 +1,14 @@
-"""LocalStorage.batch: the fsyncs of the objects put in a batch are done at its end, before
-it returns (store, then commit), each file and each folder once; outside a batch each put
-does its own."""
+"""LocalStorage.batch: the objects put in a batch are made durable at its end, before it
+returns (store, then commit): one syncfs of the filesystem (Linux), shared by the batches
+that end at the same time; elsewhere an fsync of each file and of each folder once.
+Outside a batch each put fsyncs its file and its folder."""
 
 from __future__ import annotations
 
 import io
 import os
 import threading
+import time
 
 import pytest
 
@@ -17,19 +19,24 @@ from storage.local import LocalStorage
 
 @pytest.fixture
 def synced(monkeypatch):
-    """The paths fsync was called on, in order (the real fsync still runs)."""
+    """The paths fsync (or syncfs, as "syncfs <folder>") was called on, in order; both still run."""
     calls: list[str] = []
-    real = os.fsync
+    real_fsync, real_syncfs = os.fsync, storage.local.syncfs
 
-    def spy(fd):
+    def fsync(fd):
         calls.append(os.readlink(f"/proc/self/fd/{fd}"))
-        return real(fd)
+        return real_fsync(fd)
 
-    monkeypatch.setattr(storage.local.os, "fsync", spy)
+    def syncfs(folder):
+        calls.append(f"syncfs {folder}")
+        return real_syncfs(folder)
+
+    monkeypatch.setattr(storage.local.os, "fsync", fsync)
+    monkeypatch.setattr(storage.local, "syncfs", syncfs)
     return calls
 
 
-def names(store: LocalStorage, calls: list[str]) -> list[str]:
+def rel(store: LocalStorage, calls: list[str]) -> list[str]:
     return [os.path.relpath(c, store.root) for c in calls]
 
 
@@ -39,7 +46,7 @@ def test_a_put_outside_a_batch_fsyncs_its_file_and_folder(tmp_path, synced):
     assert len(synced) == 2 and synced[1] == os.path.join(store.root, "packages", "aa")
 
 
-def test_a_batch_fsyncs_at_its_end_each_file_and_each_folder_once(tmp_path, synced):
+def test_a_batch_ends_with_one_syncfs_and_no_fsync(tmp_path, synced):
     store = LocalStorage(root=str(tmp_path / "s"))
     spool = tmp_path / "spool"
     spool.write_bytes(b"wheel bytes")
@@ -49,7 +56,21 @@ def test_a_batch_fsyncs_at_its_end_each_file_and_each_folder_once(tmp_path, sync
         with store.batch():
             store.put("packages/bb/y.whl", io.BytesIO(b"y"))
         assert synced == []  # nothing yet: the end of the outer batch does it
-    assert names(store, synced) == [
+    assert len(synced) == 1 and synced[0].startswith("syncfs " + store.root)
+    with store.batch():
+        pass
+    assert len(synced) == 1  # an empty batch has nothing to make durable
+
+
+def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(tmp_path, synced, monkeypatch):
+    monkeypatch.setattr(storage.local, "_syncfs", None)
+    store = LocalStorage(root=str(tmp_path / "s"))
+    with store.batch():
+        store.put("packages/aa/x.whl", io.BytesIO(b"x"))
+        store.put("packages/aa/x.whl.metadata", io.BytesIO(b"meta"))
+        store.put("packages/bb/y.whl", io.BytesIO(b"y"))
+        assert synced == []
+    assert rel(store, synced) == [
         "packages/aa/x.whl",
         "packages/aa/x.whl.metadata",
         "packages/bb/y.whl",
@@ -65,19 +86,53 @@ def test_batches_are_per_thread(tmp_path, synced):
         t = threading.Thread(target=store.put, args=("packages/cc/z.whl", io.BytesIO(b"z")))
         t.start()
         t.join()
-        assert len(synced) == 2 and names(store, synced)[1] == "packages/cc"
+        assert len(synced) == 2 and rel(store, synced)[1] == "packages/cc"
 
 
-def test_a_failed_batch_skips_the_fsyncs_and_a_failed_fsync_is_unavailable(tmp_path, synced, monkeypatch):
+def test_batches_ending_while_a_syncfs_runs_share_the_next_one(tmp_path, monkeypatch):
+    """Group commit: A's syncfs runs; B and C end meanwhile (their writes may postdate A's
+    start, so A's does not count for them); one more syncfs serves both."""
+    store = LocalStorage(root=str(tmp_path / "s"))
+    calls: list[str] = []
+    release = threading.Event()
+
+    def syncfs(folder):
+        calls.append(folder)
+        if len(calls) == 1:
+            release.wait(30)
+
+    monkeypatch.setattr(storage.local, "syncfs", syncfs)
+
+    def one(name: str) -> None:
+        with store.batch():
+            store.put(f"packages/{name}/f.whl", io.BytesIO(b"f"))
+
+    a = threading.Thread(target=one, args=("aa",))
+    a.start()
+    while not calls:
+        time.sleep(0.01)
+    others = [threading.Thread(target=one, args=(n,)) for n in ("bb", "cc")]
+    for t in others:
+        t.start()
+    group = next(iter(store._group_syncs.values()))
+    while len(group._cond._waiters) < 2:  # both wait for the syncfs after A's
+        time.sleep(0.01)
+    release.set()
+    for t in (a, *others):
+        t.join(30)
+    assert len(calls) == 2
+
+
+def test_a_failed_batch_skips_the_flush_and_a_failed_flush_is_unavailable(tmp_path, synced, monkeypatch):
     store = LocalStorage(root=str(tmp_path / "s"))
     with pytest.raises(KeyError), store.batch():
         store.put("packages/aa/x.whl", io.BytesIO(b"x"))
         raise KeyError("caller")
     assert synced == []
 
-    def broken(fd):
+    def broken(folder):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(storage.local.os, "fsync", broken)
+    monkeypatch.setattr(storage.local, "syncfs", broken)
     with pytest.raises(StorageUnavailable), store.batch():
         store.put("packages/aa/y.whl", io.BytesIO(b"y"))
