@@ -192,8 +192,11 @@ class UpstreamProxy:
         refuse_upload(self.db, name, self.allowed, self.settings.url, proxy=self)
 
     # -- files ----------------------------------------------------------------
-    def fetch_file(self, path: str) -> Response | None:
-        """Pull a proxied file (or its .metadata) into storage; None when done or not ours."""
+    def fetch_file(self, path: str, *, check_store: bool = True) -> Response | None:
+        """Pull a proxied file (or its .metadata) into storage; None when done or not ours,
+        else the error response (502, 504). A file the store lacks is pulled again, unless
+        ``check_store`` is False: then a file once pulled is trusted to be there (no request
+        to the store; for a redirect to it)."""
         file_path = path[: -len(".metadata")] if path.endswith(".metadata") else path
         with self.db.reading() as tx:
             row = tx.one(
@@ -203,8 +206,8 @@ class UpstreamProxy:
                 "JOIN projects p ON p.id = r.project_id WHERE f.path = ?",
                 (file_path,),
             )
-        if row is None or row["upstream_url"] is None:
-            return None
+        if row is None or row["upstream_url"] is None or (row["stored"] and not check_store):
+            return None  # not a proxied file, or pulled already (with its .metadata)
         with self._lock(file_path):
             try:
                 if self.store.exists(path):

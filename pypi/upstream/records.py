@@ -67,6 +67,16 @@ def upstream_files(tx: Tx, project_id: int) -> dict[str, Any]:
     return {r["filename"]: r for r in rows}
 
 
+def not_stored(tx: Tx, project_id: int) -> set[str]:
+    """The paths of the project's proxied files not pulled from upstream yet."""
+    rows = tx.all(
+        "SELECT f.path FROM files f JOIN releases r ON r.id = f.release_id "
+        "WHERE r.project_id = ? AND f.stored = 0",
+        (project_id,),
+    )
+    return {r["path"] for r in rows}
+
+
 def release_meta_from(metadata: bytes | None) -> dict[str, Any]:
     """Release columns read from a METADATA file (pypi.index.packages.release_values' input)."""
     if not metadata:
