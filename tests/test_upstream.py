@@ -152,3 +152,21 @@ def test_mirror_engine_records_serial_and_skips_unchanged(tmp_path, db_url, tree
         assert second.ok and second.added == 0 and second.removed == 0
     finally:
         db.close()
+
+
+def test_proxied_release_metadata_comes_from_the_pulled_file(tmp_path, db_url, tree):
+    """A static upstream has no JSON API: a proxied release's metadata is empty until one
+    of its files (or its .metadata) is pulled; then the JSON API shows the file's METADATA."""
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "proxy", "page_ttl": "3600"})
+    db = Database(config.database.url)
+    try:
+        app = webtest.TestApp(make_app(config, db=db))
+        page = app.get("/simple/tree-one/", headers=JSON).json
+        assert app.get("/pypi/tree-one/1.0/json").json["info"]["summary"] in ("", None)
+        wheel = next(f for f in page["files"] if f["filename"].endswith(".whl"))
+        app.get(wheel["url"])
+        info = app.get("/pypi/tree-one/1.0/json").json["info"]
+        assert info["summary"] and info["name"] == "tree-one", info
+        assert app.get("/pypi/tree-one/json").json["info"]["summary"] == info["summary"]
+    finally:
+        db.close()

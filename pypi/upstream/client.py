@@ -105,6 +105,8 @@ class UpstreamClient:
         #: The XML-RPC endpoint (pypi.org's /pypi beside /simple/), None once it proved absent.
         root = self.url[: -len("simple/")] if self.url.endswith("/simple/") else self.url
         self.xmlrpc_url: str | None = root + "pypi"
+        #: The JSON API's root (pypi.org's /pypi/<name>/json), None once it proved absent.
+        self.json_url: str | None = root + "pypi/"
         self._pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=max(1, connections),
@@ -224,6 +226,25 @@ class UpstreamClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise UpstreamError(f"upstream's page for {name} is not a simple-API page: {exc}") from None
         return ProjectPage(canonicalize_name(name), files, serial, digest)
+
+    def project_json(self, name: str) -> dict[str, Any] | None:
+        """Upstream's JSON API answer for a project it has (``info``: the latest release's
+        metadata), or None when upstream offers no JSON API or cannot answer now."""
+        if self.json_url is None:
+            return None
+        try:
+            body, _url, headers = self._get(
+                self.json_url + canonicalize_name(name) + "/json", accept="application/json"
+            )
+            data = json.loads(body)
+            if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
+                raise ValueError("not a JSON API answer")
+        except UpstreamUnavailable:
+            return None  # not now; the simple page was enough
+        except (UpstreamError, ValueError):
+            self.json_url = None  # a 404 for a project upstream has, or not JSON: no JSON API
+            return None
+        return data
 
     # -- files -----------------------------------------------------------
     def fetch_bytes(self, url: str, *, limit: int = 16 * 1024 * 1024) -> bytes:

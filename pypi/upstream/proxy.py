@@ -26,6 +26,7 @@ from webob import Response
 import storage
 from cdn import policy
 from pypi.config import UpstreamSettings
+from pypi.index import packages
 from pypi.index.changes import record as record_change
 from pypi.index.db import Database, IntegrityError
 from pypi.index.objects import METADATA_CONTENT_TYPE, object_metadata
@@ -136,15 +137,29 @@ class UpstreamProxy:
         wanted = self.filters.files(upstream.files)
         digest = records.page_digest(wanted)
         orphaned = []
+        changed = page is None or page["digest"] != digest or origin is None
+        # The simple page lists only files: the latest release's metadata from upstream's JSON API.
+        described = self.client.project_json(normalized) if changed else None
         try:
             with self.db.transaction(write=True) as tx:
-                if page is None or page["digest"] != digest or origin is None:
+                if changed:
                     orphaned = records.apply_page(tx, normalized, records.PROXY, wanted, {}, by=BY).orphaned
+                    if described is not None:
+                        self._describe(tx, normalized, described["info"])
                 self._remember(tx, normalized, 200, digest)
         except IntegrityError:
             pass  # another worker imported the same page at the same moment
         self._delete(orphaned)
         return Answer(proxied=True)
+
+    @staticmethod
+    def _describe(tx, normalized: str, info: dict) -> None:
+        """Fill the release ``info`` describes with its metadata, if it has none yet."""
+        project = packages.get_project(tx, normalized)
+        version = info.get("version")
+        release = packages.get_release(tx, project["id"], version) if project and version else None
+        if release is not None and records.fill_release(tx, release, records.release_meta_from_json(info)):
+            record_change(tx, project["name"], release["version"], "update metadata from upstream", BY)
 
     @staticmethod
     def _gateway(name: str, exc: UpstreamError | None) -> Answer:
@@ -241,6 +256,19 @@ class UpstreamProxy:
             raise HashMismatch(f"{row['filename']}.metadata: does not match upstream's sha256; not stored")
         meta = object_metadata(row["normalized_name"], row["version"], row["sha256_digest"])
         self.store.put(path, io.BytesIO(data), content_type=METADATA_CONTENT_TYPE, metadata=meta)
+        with self.db.transaction(write=True) as tx:
+            self._fill_from_metadata(tx, row, records.release_meta_from(data))
+
+    @staticmethod
+    def _fill_from_metadata(tx, row, meta: dict) -> bool:
+        """The file's METADATA describes its release: fill one that has no metadata yet."""
+        release = tx.one(
+            "SELECT r.* FROM releases r JOIN files f ON f.release_id = r.id WHERE f.id = ?", (row["id"],)
+        )
+        if release is None or not records.fill_release(tx, release, meta):
+            return False
+        record_change(tx, row["name"], row["version"], "update metadata from upstream", BY)
+        return True
 
     def _pull(self, row, path: str) -> None:
         f = UpstreamFile(
@@ -268,7 +296,8 @@ class UpstreamProxy:
                 "metadata_sha256 = COALESCE(metadata_sha256, ?) WHERE id = ?",
                 (stored.size, stored.md5, stored.blake2_256, stored.metadata_sha256, row["id"]),
             )
-            if changed:  # the pages show size and metadata: a new serial renders them anew
+            described = self._fill_from_metadata(tx, row, stored.release_meta)
+            if changed and not described:  # the pages show size and metadata: a new serial renders them anew
                 record_change(tx, row["name"], row["version"], f"fetch file {row['filename']}", BY)
 
     def _lock(self, key: str) -> threading.Lock:

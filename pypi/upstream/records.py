@@ -93,6 +93,29 @@ def release_meta_from(metadata: bytes | None) -> dict[str, Any]:
     return meta
 
 
+def release_meta_from_json(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Release columns from upstream's JSON API ``info`` (pypi.org's names are the columns')."""
+    meta: dict[str, Any] = {k: info[k] for k in packages.TEXT_FIELDS if isinstance(info.get(k), str)}
+    for key in packages.LIST_FIELDS:
+        value = info.get(key)
+        meta[key] = [str(v) for v in value] if isinstance(value, list) else []
+    urls = info.get("project_urls")
+    meta["project_urls"] = {str(k): str(v) for k, v in urls.items()} if isinstance(urls, dict) else {}
+    return meta
+
+
+def fill_release(tx: Tx, release: Any, meta: Mapping[str, Any]) -> bool:
+    """Give a release taken from upstream without metadata (a proxied page lists only files)
+    the metadata now known; whether it changed. A release that has some is left alone."""
+    if not meta or release["summary"] or release["author"] or release["requires_dist"] not in ("", "[]"):
+        return False
+    values = dict(meta)
+    if not values.get("requires_python"):
+        values["requires_python"] = release["requires_python"]
+    packages.update_release(tx, release["id"], values)
+    return True
+
+
 def proxy_path(f: UpstreamFile) -> str:
     """Where a proxied file will be stored: content-addressed by upstream's blake2b-256 when
     upstream gives it (as pypi.org's own paths), else by its sha256, in the same layout."""

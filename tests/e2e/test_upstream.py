@@ -270,6 +270,31 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def test_proxied_projects_show_upstreams_release_metadata(cloud_upstream, tmp_path):
+    """The JSON API of a proxied project: the latest release described by upstream's JSON API
+    when the page is imported, an older one by its PEP 658 metadata once pip read it."""
+    config = index_config(tmp_path / "proxy", cloud_upstream.url + "/simple/", "proxy")
+    server = start_server(config)
+    try:
+        simple_json(server.url, "up-beta")
+        info = get_json(server.url + "/pypi/up-beta/json")["info"]
+        assert info["summary"] == "up-beta from upstream", info
+        assert info["requires_dist"] == ["up-alpha>=1.0"]
+        upstream_info = get_json(cloud_upstream.url + "/pypi/up-alpha/1.1/json")["info"]
+        page = simple_json(server.url, "up-alpha")
+        wheel11 = next(f for f in page["files"] if f["filename"] == "up_alpha-1.1-py3-none-any.whl")
+        latest = get_json(cloud_upstream.url + "/pypi/up-alpha/json")["info"]["version"]
+        if latest != "1.1":  # not described by the JSON API: by its metadata, once fetched
+            assert not get_json(server.url + "/pypi/up-alpha/1.1/json")["info"]["summary"]
+        status, _h, _body = get(server.url + wheel11["url"] + ".metadata", accept="*/*")
+        assert status == 200
+        info = get_json(server.url + "/pypi/up-alpha/1.1/json")["info"]
+        assert info["summary"] == upstream_info["summary"] == "up-alpha from upstream"
+        assert info["requires_python"] == ">=3.8"
+    finally:
+        server.stop()
+
+
 def test_proxy_upstream_down_and_hash_mismatch(static_upstream, tmp_path):
     config = index_config(tmp_path / "proxy", static_upstream.url, "proxy", page_ttl="0")
     server = start_server(config)
