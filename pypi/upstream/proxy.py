@@ -95,6 +95,8 @@ class UpstreamProxy:
         self.clock = clock
         self.allowed = {canonicalize_name(n) for n in settings.allow_shadowing}
         self._locks: dict[str, threading.Lock] = {}
+        #: normalized name -> when ``describe`` last asked upstream's JSON API.
+        self._described: dict[str, float] = {}
         self._locks_lock = threading.Lock()
 
     # -- project pages -------------------------------------------------------
@@ -138,28 +140,45 @@ class UpstreamProxy:
         digest = records.page_digest(wanted)
         orphaned = []
         changed = page is None or page["digest"] != digest or origin is None
-        # The simple page lists only files: the latest release's metadata from upstream's JSON API.
-        described = self.client.project_json(normalized) if changed else None
         try:
             with self.db.transaction(write=True) as tx:
                 if changed:
                     orphaned = records.apply_page(tx, normalized, records.PROXY, wanted, {}, by=BY).orphaned
-                    if described is not None:
-                        self._describe(tx, normalized, described["info"])
                 self._remember(tx, normalized, 200, digest)
         except IntegrityError:
             pass  # another worker imported the same page at the same moment
         self._delete(orphaned)
         return Answer(proxied=True)
 
-    @staticmethod
-    def _describe(tx, normalized: str, info: dict) -> None:
-        """Fill the release ``info`` describes with its metadata, if it has none yet."""
-        project = packages.get_project(tx, normalized)
-        version = info.get("version")
-        release = packages.get_release(tx, project["id"], version) if project and version else None
-        if release is not None and records.fill_release(tx, release, records.release_meta_from_json(info)):
-            record_change(tx, project["name"], release["version"], "update metadata from upstream", BY)
+    def describe(self, name: str) -> None:
+        """For the JSON API: a proxied project whose newest release has no metadata yet gets it
+        from upstream's JSON API (when upstream has one). Not on the simple pages' path, so
+        installers never wait for it; asked again at most once per ``page_ttl`` per process."""
+        normalized = canonicalize_name(name)
+        with self.db.reading() as tx:
+            if records.origin_of(tx, normalized) != records.PROXY:
+                return
+            project = packages.get_project(tx, normalized)
+            newest = records.newest_release(tx, project["id"]) if project else None
+        if newest is None or not records.lacks_metadata(newest) or self.client.json_url is None:
+            return
+        now = self.clock()
+        with self._locks_lock:
+            if now - self._described.get(normalized, -1e18) < self.settings.page_ttl:
+                return
+            self._described[normalized] = now
+        data = self.client.project_json(normalized)
+        if data is None:
+            return
+        info = data["info"]
+        with self.db.transaction(write=True) as tx:
+            project = packages.get_project(tx, normalized)
+            version = info.get("version")
+            release = packages.get_release(tx, project["id"], str(version)) if project and version else None
+            if release is not None and records.fill_release(
+                tx, release, records.release_meta_from_json(info)
+            ):
+                record_change(tx, project["name"], release["version"], "update metadata from upstream", BY)
 
     @staticmethod
     def _gateway(name: str, exc: UpstreamError | None) -> Answer:

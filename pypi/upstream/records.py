@@ -104,10 +104,21 @@ def release_meta_from_json(info: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def lacks_metadata(release: Any) -> bool:
+    """Whether a release has none of the metadata a proxied page cannot give (it lists files)."""
+    return not (release["summary"] or release["author"] or release["requires_dist"] not in ("", "[]"))
+
+
+def newest_release(tx: Tx, project_id: int) -> Any:
+    """The project's highest-versioned release row, or None."""
+    rows = packages.releases(tx, project_id)
+    return max(rows, key=lambda r: packages.version_key(r["version"])) if rows else None
+
+
 def fill_release(tx: Tx, release: Any, meta: Mapping[str, Any]) -> bool:
     """Give a release taken from upstream without metadata (a proxied page lists only files)
     the metadata now known; whether it changed. A release that has some is left alone."""
-    if not meta or release["summary"] or release["author"] or release["requires_dist"] not in ("", "[]"):
+    if not meta or not lacks_metadata(release):
         return False
     values = dict(meta)
     if not values.get("requires_python"):
