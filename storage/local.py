@@ -36,6 +36,8 @@ _META_SUFFIX = ".cloudpypi-meta"
 #: web server (running as another user) serves them straight from the folder.
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
+#: A batch of this many objects or more ends with one syncfs rather than an fsync each.
+SYNCFS_FROM = 4
 
 
 class LocalStorage(Storage):
@@ -170,11 +172,13 @@ class LocalStorage(Storage):
         return True
 
     def _make_durable(self, objects: list[str]) -> None:
-        """One ``syncfs`` of each filesystem the objects are on (Linux), shared by the batches
-        of every thread that end meanwhile: one journal commit instead of two fsyncs per
-        object. Elsewhere, an fsync of each file, then of each folder once."""
+        """From SYNCFS_FROM objects on, one ``syncfs`` of each filesystem they are on (Linux),
+        shared by the batches of every thread that end meanwhile: one journal commit instead
+        of two fsyncs per object. A syncfs also waits for whatever else is dirty on that
+        filesystem, so a small batch (and any batch where syncfs is missing) fsyncs each
+        file, then each folder once."""
         try:
-            if _syncfs is None:
+            if _syncfs is None or len(objects) < SYNCFS_FROM:
                 _fsync_each(objects)
                 return
             devices: dict[int, str] = {}

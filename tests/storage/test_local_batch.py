@@ -55,6 +55,7 @@ def test_a_batch_ends_with_one_syncfs_and_no_fsync(tmp_path, synced):
         store.put("packages/aa/x.whl.metadata", io.BytesIO(b"meta"))
         with store.batch():
             store.put("packages/bb/y.whl", io.BytesIO(b"y"))
+            store.put("packages/bb/y.whl.metadata", io.BytesIO(b"y"))
         assert synced == []  # nothing yet: the end of the outer batch does it
     assert len(synced) == 1 and synced[0].startswith("syncfs " + store.root)
     with store.batch():
@@ -62,8 +63,13 @@ def test_a_batch_ends_with_one_syncfs_and_no_fsync(tmp_path, synced):
     assert len(synced) == 1  # an empty batch has nothing to make durable
 
 
-def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(tmp_path, synced, monkeypatch):
-    monkeypatch.setattr(storage.local, "_syncfs", None)
+@pytest.mark.parametrize("why", ["no syncfs", "a small batch"])
+def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(tmp_path, synced, monkeypatch, why):
+    """Where syncfs is missing, or for a batch too small to be worth flushing everything."""
+    if why == "no syncfs":
+        monkeypatch.setattr(storage.local, "_syncfs", None)
+    else:
+        monkeypatch.setattr(storage.local, "SYNCFS_FROM", 4)
     store = LocalStorage(root=str(tmp_path / "s"))
     with store.batch():
         store.put("packages/aa/x.whl", io.BytesIO(b"x"))
@@ -105,7 +111,8 @@ def test_batches_ending_while_a_syncfs_runs_share_the_next_one(tmp_path, monkeyp
 
     def one(name: str) -> None:
         with store.batch():
-            store.put(f"packages/{name}/f.whl", io.BytesIO(b"f"))
+            for n in range(storage.local.SYNCFS_FROM):
+                store.put(f"packages/{name}/{n}.whl", io.BytesIO(b"f"))
 
     a = threading.Thread(target=one, args=("aa",))
     a.start()
@@ -135,4 +142,5 @@ def test_a_failed_batch_skips_the_flush_and_a_failed_flush_is_unavailable(tmp_pa
 
     monkeypatch.setattr(storage.local, "syncfs", broken)
     with pytest.raises(StorageUnavailable), store.batch():
-        store.put("packages/aa/y.whl", io.BytesIO(b"y"))
+        for n in range(storage.local.SYNCFS_FROM):
+            store.put(f"packages/aa/{n}.whl", io.BytesIO(b"y"))
