@@ -300,6 +300,22 @@ class Storage(abc.ABC):
         """Release connections and threads held by the backend (default: nothing to release)."""
         return None
 
+    # -- batched durability -----------------------------------------------------------
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A block in which this thread's puts may return before their objects are durable.
+
+        Every put stays atomic (a reader sees the whole object or nothing), and
+        when the block ends without an error every object this thread put in it
+        is durable before ``batch`` returns: the caller commits rows that refer
+        to them only after the block ("store, then commit"). After an error in
+        the block nothing is promised for its objects (a crash may lose them;
+        no row refers to them). Blocks nest: the outer one makes them durable.
+        The default is a block that changes nothing: the backend's puts are
+        durable when they return (S3, Swift).
+        """
+        return contextlib.nullcontext()
+
     # -- what a backend implements (paths already checked) -------------------------------
 
     @abc.abstractmethod

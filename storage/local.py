@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO
 
 from storage.base import (
@@ -33,10 +36,13 @@ _META_SUFFIX = ".cloudpypi-meta"
 #: web server (running as another user) serves them straight from the folder.
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
+#: A batch of this many objects or more ends with one syncfs rather than an fsync each.
+SYNCFS_FROM = 4
 
 
 class LocalStorage(Storage):
-    """Objects as files below ``root``; writes go to a temporary file, fsync, rename.
+    """Objects as files below ``root``; writes go to a temporary file, fsync, rename (the
+    fsyncs of the puts in a ``batch`` are done together at its end).
 
     Content type and metadata are kept in a small side file so that ``stat``
     answers the same as the object stores do. Files are created 0644 and
@@ -49,6 +55,10 @@ class LocalStorage(Storage):
     def __init__(self, *, root: str, base_url: str | None = None) -> None:
         self.root = os.path.abspath(root)
         self.base_url = base_url.rstrip("/") + "/" if base_url else None
+        #: Per thread: the objects put in the current ``batch`` (None outside one).
+        self._batch = threading.local()
+        #: st_dev -> the syncfs shared by the batches ending at the same time.
+        self._group_syncs: dict[int, _GroupSync] = {}
 
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> LocalStorage:
@@ -84,6 +94,7 @@ class LocalStorage(Storage):
     def _put(self, path: str, local_file: BinaryIO, headers: ObjectHeaders) -> None:
         full = self._full(path)
         folder = os.path.dirname(full)
+        deferred = self._deferred(full)
         try:
             self._makedirs(folder)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
@@ -92,13 +103,15 @@ class LocalStorage(Storage):
                     shutil.copyfileobj(local_file, out, 1024 * 1024)
                     out.flush()
                     os.fchmod(out.fileno(), FILE_MODE)
-                    os.fsync(out.fileno())
+                    if not deferred:
+                        os.fsync(out.fileno())
                 self._write_meta(full, headers.content_type, headers.metadata)
                 os.replace(tmp, full)
             except BaseException:
                 _unlink(tmp)
                 raise
-            _fsync_dir(folder)
+            if not deferred:
+                _fsync_dir(folder)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -114,19 +127,69 @@ class LocalStorage(Storage):
             with open(local_path, "rb") as f:
                 self._put(path, f, headers)
             return
+        deferred = self._deferred(full)
         try:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fchmod(fd, FILE_MODE)  # the spool file it shares an inode with is 0600
-                os.fsync(fd)
+                if not deferred:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             self._write_meta(full, headers.content_type, headers.metadata)
             os.replace(tmp, full)
-            _fsync_dir(folder)
+            if not deferred:
+                _fsync_dir(folder)
         except OSError as exc:
             _unlink(tmp)
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    # -- batched durability: one flush of the filesystem for the objects of a batch --------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Puts in the block skip their two fsyncs (file, folder); its end makes them all
+        durable at once (see ``_make_durable``). Nested blocks join the outer one."""
+        if getattr(self._batch, "objects", None) is not None:
+            yield
+            return
+        objects: list[str] = []
+        self._batch.objects = objects
+        try:
+            yield
+        finally:
+            self._batch.objects = None
+        if objects:
+            self._make_durable(objects)
+
+    def _deferred(self, full: str) -> bool:
+        """Whether the put of ``full`` leaves its fsyncs to the end of the thread's batch
+        (which then does them)."""
+        objects = getattr(self._batch, "objects", None)
+        if objects is None:
+            return False
+        objects.append(full)
+        return True
+
+    def _make_durable(self, objects: list[str]) -> None:
+        """From SYNCFS_FROM objects on, one ``syncfs`` of each filesystem they are on (Linux),
+        shared by the batches of every thread that end meanwhile: one journal commit instead
+        of two fsyncs per object. A syncfs also waits for whatever else is dirty on that
+        filesystem, so a small batch (and any batch where syncfs is missing) fsyncs each
+        file, then each folder once."""
+        try:
+            if _syncfs is None or len(objects) < SYNCFS_FROM:
+                _fsync_each(objects)
+                return
+            devices: dict[int, str] = {}
+            for full in objects:
+                folder = os.path.dirname(full)
+                with contextlib.suppress(FileNotFoundError):  # deleted in the block: nothing to keep
+                    devices.setdefault(os.stat(folder).st_dev, folder)
+            for device, folder in devices.items():
+                self._group_syncs.setdefault(device, _GroupSync()).sync(folder)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot make stored objects durable: {exc.strerror or exc}") from None
 
     def _write_meta(self, full: str, content_type: str, metadata: Mapping[str, str]) -> None:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(full), prefix=".tmp-")
@@ -267,3 +330,88 @@ def _fsync_dir(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_each(objects: list[str]) -> None:
+    folders: dict[str, None] = {}
+    for full in dict.fromkeys(objects):
+        try:
+            fd = os.open(full, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # deleted in the block: nothing to keep
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        folders[os.path.dirname(full)] = None
+    for folder in folders:
+        _fsync_dir(folder)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(fd)`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_syncfs = _load_syncfs()
+
+
+def syncfs(folder: str) -> None:
+    """Write every dirty file and folder of the filesystem holding ``folder`` to disk
+    (OSError when the kernel reports a write error)."""
+    assert _syncfs is not None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
+class _GroupSync:
+    """Group commit: a caller of ``sync`` returns once a syncfs that started after its call
+    has finished. Callers that arrive while one runs share the next one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._started = 0
+        self._finished = 0
+        self._running = False
+        #: (generation, error) of the last syncfs that failed.
+        self._failed: tuple[int, OSError] | None = None
+
+    def sync(self, folder: str) -> None:
+        with self._cond:
+            wanted = self._started + 1  # a syncfs already running may predate our writes
+            while self._finished < wanted:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                generation = self._started
+                error: OSError | None = None
+                self._cond.release()
+                try:
+                    syncfs(folder)
+                except OSError as exc:
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._finished = generation
+                    if error is not None:
+                        self._failed = (generation, error)
+                    self._cond.notify_all()
+            if self._failed is not None and self._failed[0] >= wanted:
+                raise self._failed[1]

@@ -106,3 +106,44 @@ def test_reading_on_postgres_sees_committed_rows_and_returns_the_connection(_pg_
             assert tx.scalar("SELECT COUNT(*) FROM t_read") == 1
     finally:
         db.close()
+
+
+def test_sqlite_writers_of_one_process_queue_without_the_busy_handler(tmp_path):
+    """Two threads' write transactions: the second waits on the process's lock, handed over
+    when the first commits, not on SQLite's busy handler (its polling sleeps up to 100 ms).
+    With the busy handler off, the second would fail at once with "database is locked"."""
+    db = Database(f"sqlite:///{tmp_path}/q.sqlite3")
+    try:
+        with db.transaction(write=True) as tx:
+            tx.execute("CREATE TABLE t (n INTEGER)")
+        holding, release, errors = threading.Event(), threading.Event(), []
+
+        def first() -> None:
+            with db.transaction(write=True) as tx:
+                tx.execute("INSERT INTO t VALUES (1)")
+                holding.set()
+                release.wait(30)
+
+        def second() -> None:
+            db._sqlite_conn().execute("PRAGMA busy_timeout=0")
+            try:
+                with db.transaction(write=True) as tx:
+                    tx.execute("INSERT INTO t VALUES (2)")
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                errors.append(exc)
+
+        a = threading.Thread(target=first)
+        a.start()
+        holding.wait(30)
+        b = threading.Thread(target=second)
+        b.start()
+        b.join(0.2)
+        assert b.is_alive() and not errors  # queued, not failed
+        release.set()
+        a.join(30)
+        b.join(30)
+        assert not errors, errors
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM t") == 2
+    finally:
+        db.close()

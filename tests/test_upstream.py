@@ -90,7 +90,15 @@ def test_proxy_page_links_to_cdn_and_ttl_is_shared(tmp_path, db_url, tree):
             "tree_one-1.0-py3-none-any.whl",
             "tree_one-1.0.tar.gz",
         ]
-        assert all(f["url"].startswith("https://files.example.org/packages/") for f in page["files"])
+        # Not pulled from upstream yet: the links are this application's own, whose first
+        # download pulls the file (the CDN's origin may be the store, which lacks it).
+        assert all(f["url"].startswith("/packages/") for f in page["files"]), page["files"]
+        wheel = next(f for f in page["files"] if f["filename"].endswith(".whl"))
+        assert app.get(wheel["url"]).body == open(tree.root / "packages" / wheel["filename"], "rb").read()
+        page = app.get("/simple/tree-one/", headers=JSON).json
+        links = {f["filename"]: f["url"] for f in page["files"]}
+        assert links[wheel["filename"]].startswith("https://files.example.org/packages/"), links
+        assert links["tree_one-1.0.tar.gz"].startswith("/packages/")
         # A second application (another worker) on the same database trusts the same fetch:
         # with upstream stopped, it still answers, without a stale warning (within the TTL).
         tree.stop()
@@ -142,5 +150,23 @@ def test_mirror_engine_records_serial_and_skips_unchanged(tmp_path, db_url, tree
         assert any(f["metadata_sha256"] for f in files)  # the wheel's METADATA, extracted
         second = Mirror(db, store, config.upstream, tmp_dir=str(tmp_path / "tmp")).run()
         assert second.ok and second.added == 0 and second.removed == 0
+    finally:
+        db.close()
+
+
+def test_proxied_release_metadata_comes_from_the_pulled_file(tmp_path, db_url, tree):
+    """A static upstream has no JSON API: a proxied release's metadata is empty until one
+    of its files (or its .metadata) is pulled; then the JSON API shows the file's METADATA."""
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "proxy", "page_ttl": "3600"})
+    db = Database(config.database.url)
+    try:
+        app = webtest.TestApp(make_app(config, db=db))
+        page = app.get("/simple/tree-one/", headers=JSON).json
+        assert app.get("/pypi/tree-one/1.0/json").json["info"]["summary"] in ("", None)
+        wheel = next(f for f in page["files"] if f["filename"].endswith(".whl"))
+        app.get(wheel["url"])
+        info = app.get("/pypi/tree-one/1.0/json").json["info"]
+        assert info["summary"] and info["name"] == "tree-one", info
+        assert app.get("/pypi/tree-one/json").json["info"]["summary"] == info["summary"]
     finally:
         db.close()

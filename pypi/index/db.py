@@ -132,6 +132,8 @@ class Database:
         self._pool: Any = None
         self._pool_pid = 0
         self._lock = threading.Lock()
+        #: Held by this process's SQLite write transaction (see ``transaction``).
+        self._sqlite_writer = threading.Lock()
 
     # -- connections ---------------------------------------------------
     def _sqlite_conn(self) -> sqlite3.Connection:
@@ -168,21 +170,24 @@ class Database:
         queue instead of failing when one upgrades its read lock.
         """
         if self.dialect == "sqlite":
-            conn = self._sqlite_conn()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                tx = Tx(conn, "sqlite")
-                yield tx
-                tx._prepare_commit()
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
+            # This process's writers queue on a lock, handed over at once; SQLite's busy
+            # handler (for other processes) polls with sleeps of up to 100 ms.
+            with self._sqlite_writer if write else contextlib.nullcontext():
+                conn = self._sqlite_conn()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    tx = Tx(conn, "sqlite")
+                    yield tx
+                    tx._prepare_commit()
+                except BaseException:
                     conn.execute("ROLLBACK")
-                raise DatabaseError(f"commit failed: {exc}") from exc
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise DatabaseError(f"commit failed: {exc}") from exc
             return
         pool = self._pg_pool()
         import psycopg2

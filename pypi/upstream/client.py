@@ -1,8 +1,10 @@
 """Talks to the upstream index: PEP 691 JSON with a PEP 503 HTML fallback, XML-RPC serials.
 
-Everything is plain ``urllib`` with a timeout on every request. Credentials for a
+Requests go through one ``urllib3`` pool of keep-alive connections per
+client (thread-safe: the mirror's threads share it, each connection serving
+one request at a time), with a timeout on every request. Credentials for a
 private upstream are sent only to upstream's own host (never to a file host
-elsewhere) and never appear in an error message.
+elsewhere, not even after a redirect) and never appear in an error message.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import base64
 import hashlib
 import json
 import os
-import urllib.error
-import urllib.request
 import xmlrpc.client
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
+import urllib3
 from packaging.utils import canonicalize_name
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -80,9 +81,21 @@ class Downloaded:
 
 
 class UpstreamClient:
-    """One upstream simple index at ``url`` (ending in ``/``)."""
+    """One upstream simple index at ``url`` (ending in ``/``).
 
-    def __init__(self, url: str, *, timeout: float = 10.0, username: str = "", password: str = "") -> None:
+    ``connections`` is how many keep-alive connections per host are kept for
+    reuse (more may be open at once; the extra ones are closed after use).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        username: str = "",
+        password: str = "",
+        connections: int = 16,
+    ) -> None:
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
         self._host = urlsplit(self.url).netloc
@@ -92,23 +105,52 @@ class UpstreamClient:
         #: The XML-RPC endpoint (pypi.org's /pypi beside /simple/), None once it proved absent.
         root = self.url[: -len("simple/")] if self.url.endswith("/simple/") else self.url
         self.xmlrpc_url: str | None = root + "pypi"
+        #: The JSON API's root (pypi.org's /pypi/<name>/json), None once it proved absent.
+        self.json_url: str | None = root + "pypi/"
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=max(1, connections),
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            # Redirects are followed (Authorization is dropped when one leaves the host);
+            # nothing else is retried here (see _open).
+            retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5),
+        )
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        self._pool.clear()
 
     # -- HTTP ------------------------------------------------------------
-    def _open(self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None):
-        request = urllib.request.Request(
-            url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})}
-        )
+    def _open(
+        self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> _Response:
+        """The response to a GET (a POST with ``data``), its body not read yet; the caller
+        reads it inside ``with``. Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
+        sent = {"User-Agent": USER_AGENT, **(headers or {})}
         if self._auth and urlsplit(url).netloc == self._host:
-            request.add_header("Authorization", self._auth)
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310 - http(s) only
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            kind = UpstreamUnavailable if exc.code >= 500 else UpstreamError
-            raise kind(f"upstream answered {exc.code} for {_safe(url)}", exc.code) from None
-        except (TimeoutError, urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {reason}") from None
+            sent["Authorization"] = self._auth
+        for attempt in (1, 2):
+            try:
+                response = self._pool.urlopen(
+                    "POST" if data is not None else "GET",
+                    url,
+                    body=data,
+                    headers=sent,
+                    preload_content=False,
+                    decode_content=False,
+                )
+                break
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+                if attempt == 1 and isinstance(reason, urllib3.exceptions.ProtocolError):
+                    continue  # a kept connection the server closed meanwhile: once more, on a new one
+                raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {_reason(reason)}") from None
+        if response.status >= 300:
+            response.drain_conn()
+            response.release_conn()
+            kind = UpstreamUnavailable if response.status >= 500 else UpstreamError
+            raise kind(f"upstream answered {response.status} for {_safe(url)}", response.status)
+        return _Response(response, url)
 
     def _get(self, url: str, accept: str = ACCEPT) -> tuple[bytes, str, dict[str, str]]:
         """(body, final URL, headers)."""
@@ -117,7 +159,7 @@ class UpstreamClient:
                 body = response.read()
             except (TimeoutError, OSError) as exc:
                 raise UpstreamUnavailable(f"upstream stopped answering ({_safe(url)}): {exc}") from None
-            return body, response.geturl(), {k.lower(): v for k, v in response.headers.items()}
+            return body, response.url, response.headers
 
     def _xmlrpc(self, method: str, *params: Any) -> Any:
         """Call an XML-RPC method; None when upstream does not offer XML-RPC."""
@@ -185,6 +227,25 @@ class UpstreamClient:
             raise UpstreamError(f"upstream's page for {name} is not a simple-API page: {exc}") from None
         return ProjectPage(canonicalize_name(name), files, serial, digest)
 
+    def project_json(self, name: str) -> dict[str, Any] | None:
+        """Upstream's JSON API answer for a project it has (``info``: the latest release's
+        metadata), or None when upstream offers no JSON API or cannot answer now."""
+        if self.json_url is None:
+            return None
+        try:
+            body, _url, headers = self._get(
+                self.json_url + canonicalize_name(name) + "/json", accept="application/json"
+            )
+            data = json.loads(body)
+            if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
+                raise ValueError("not a JSON API answer")
+        except UpstreamUnavailable:
+            return None  # not now; the simple page was enough
+        except (UpstreamError, ValueError):
+            self.json_url = None  # a 404 for a project upstream has, or not JSON: no JSON API
+            return None
+        return data
+
     # -- files -----------------------------------------------------------
     def fetch_bytes(self, url: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         with self._open(url) as response:
@@ -213,6 +274,50 @@ class UpstreamClient:
             os.unlink(path)
             raise
         return Downloaded(path, size, sha256.hexdigest(), md5.hexdigest(), blake2.hexdigest())
+
+
+class _Response:
+    """A urllib3 response read inside ``with``: its connection goes back to the pool when
+    the body was read to the end, and is closed otherwise."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, url: str) -> None:
+        self._response = response
+        #: The URL finally answered (after redirects; urllib3 keeps only their history).
+        self.url = url
+        for step in getattr(response.retries, "history", ()) or ():
+            if step.redirect_location:
+                self.url = urljoin(self.url, step.redirect_location)
+        #: Headers, with lower-case names.
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self._done = False
+
+    def read(self, amount: int | None = None) -> bytes:
+        try:
+            data = self._response.read(amount)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise OSError(_reason(exc)) from None
+        if amount is None or len(data) < amount:  # urllib3 reads ``amount`` bytes unless at the end
+            self._done = True
+        return data
+
+    def __enter__(self) -> _Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            self._response.close()  # not read to the end: the connection cannot be reused
+        self._response.release_conn()
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in a few words and without any URL (it may carry credentials)."""
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before TimeoutError: it is one
+        return "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+    if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "connection closed"
+    return type(exc).__name__
 
 
 def _blocks(response: Any, url: str) -> Iterator[bytes]:

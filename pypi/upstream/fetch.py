@@ -54,14 +54,15 @@ def fetch_and_store(
         meta = object_metadata(normalized, version, f.sha256)
         metadata = _metadata(client, f, got.path, project, version)
         path = path or content_path(got.blake2_256, f.filename)
-        store.put_file(path, got.path, content_type=content_type_of(f.filename), metadata=meta)
-        if metadata is not None:
-            store.put(
-                path + METADATA_SUFFIX,
-                io.BytesIO(metadata),
-                content_type=METADATA_CONTENT_TYPE,
-                metadata=meta,
-            )
+        with store.batch():  # both objects are durable when it ends (one folder: one fsync fewer)
+            store.put_file(path, got.path, content_type=content_type_of(f.filename), metadata=meta)
+            if metadata is not None:
+                store.put(
+                    path + METADATA_SUFFIX,
+                    io.BytesIO(metadata),
+                    content_type=METADATA_CONTENT_TYPE,
+                    metadata=meta,
+                )
         return StoredFile(
             path=path,
             size=got.size,

@@ -26,6 +26,7 @@ from webob import Response
 import storage
 from cdn import policy
 from pypi.config import UpstreamSettings
+from pypi.index import packages
 from pypi.index.changes import record as record_change
 from pypi.index.db import Database, IntegrityError
 from pypi.index.objects import METADATA_CONTENT_TYPE, object_metadata
@@ -94,6 +95,8 @@ class UpstreamProxy:
         self.clock = clock
         self.allowed = {canonicalize_name(n) for n in settings.allow_shadowing}
         self._locks: dict[str, threading.Lock] = {}
+        #: normalized name -> when ``describe`` last asked upstream's JSON API.
+        self._described: dict[str, float] = {}
         self._locks_lock = threading.Lock()
 
     # -- project pages -------------------------------------------------------
@@ -136,15 +139,46 @@ class UpstreamProxy:
         wanted = self.filters.files(upstream.files)
         digest = records.page_digest(wanted)
         orphaned = []
+        changed = page is None or page["digest"] != digest or origin is None
         try:
             with self.db.transaction(write=True) as tx:
-                if page is None or page["digest"] != digest or origin is None:
+                if changed:
                     orphaned = records.apply_page(tx, normalized, records.PROXY, wanted, {}, by=BY).orphaned
                 self._remember(tx, normalized, 200, digest)
         except IntegrityError:
             pass  # another worker imported the same page at the same moment
         self._delete(orphaned)
         return Answer(proxied=True)
+
+    def describe(self, name: str) -> None:
+        """For the JSON API: a proxied project whose newest release has no metadata yet gets it
+        from upstream's JSON API (when upstream has one). Not on the simple pages' path, so
+        installers never wait for it; asked again at most once per ``page_ttl`` per process."""
+        normalized = canonicalize_name(name)
+        with self.db.reading() as tx:
+            if records.origin_of(tx, normalized) != records.PROXY:
+                return
+            project = packages.get_project(tx, normalized)
+            newest = records.newest_release(tx, project["id"]) if project else None
+        if newest is None or not records.lacks_metadata(newest) or self.client.json_url is None:
+            return
+        now = self.clock()
+        with self._locks_lock:
+            if now - self._described.get(normalized, -1e18) < self.settings.page_ttl:
+                return
+            self._described[normalized] = now
+        data = self.client.project_json(normalized)
+        if data is None:
+            return
+        info = data["info"]
+        with self.db.transaction(write=True) as tx:
+            project = packages.get_project(tx, normalized)
+            version = info.get("version")
+            release = packages.get_release(tx, project["id"], str(version)) if project and version else None
+            if release is not None and records.fill_release(
+                tx, release, records.release_meta_from_json(info)
+            ):
+                record_change(tx, project["name"], release["version"], "update metadata from upstream", BY)
 
     @staticmethod
     def _gateway(name: str, exc: UpstreamError | None) -> Answer:
@@ -192,8 +226,11 @@ class UpstreamProxy:
         refuse_upload(self.db, name, self.allowed, self.settings.url, proxy=self)
 
     # -- files ----------------------------------------------------------------
-    def fetch_file(self, path: str) -> Response | None:
-        """Pull a proxied file (or its .metadata) into storage; None when done or not ours."""
+    def fetch_file(self, path: str, *, check_store: bool = True) -> Response | None:
+        """Pull a proxied file (or its .metadata) into storage; None when done or not ours,
+        else the error response (502, 504). A file the store lacks is pulled again, unless
+        ``check_store`` is False: then a file once pulled is trusted to be there (no request
+        to the store; for a redirect to it)."""
         file_path = path[: -len(".metadata")] if path.endswith(".metadata") else path
         with self.db.reading() as tx:
             row = tx.one(
@@ -203,8 +240,8 @@ class UpstreamProxy:
                 "JOIN projects p ON p.id = r.project_id WHERE f.path = ?",
                 (file_path,),
             )
-        if row is None or row["upstream_url"] is None:
-            return None
+        if row is None or row["upstream_url"] is None or (row["stored"] and not check_store):
+            return None  # not a proxied file, or pulled already (with its .metadata)
         with self._lock(file_path):
             try:
                 if self.store.exists(path):
@@ -238,6 +275,19 @@ class UpstreamProxy:
             raise HashMismatch(f"{row['filename']}.metadata: does not match upstream's sha256; not stored")
         meta = object_metadata(row["normalized_name"], row["version"], row["sha256_digest"])
         self.store.put(path, io.BytesIO(data), content_type=METADATA_CONTENT_TYPE, metadata=meta)
+        with self.db.transaction(write=True) as tx:
+            self._fill_from_metadata(tx, row, records.release_meta_from(data))
+
+    @staticmethod
+    def _fill_from_metadata(tx, row, meta: dict) -> bool:
+        """The file's METADATA describes its release: fill one that has no metadata yet."""
+        release = tx.one(
+            "SELECT r.* FROM releases r JOIN files f ON f.release_id = r.id WHERE f.id = ?", (row["id"],)
+        )
+        if release is None or not records.fill_release(tx, release, meta):
+            return False
+        record_change(tx, row["name"], row["version"], "update metadata from upstream", BY)
+        return True
 
     def _pull(self, row, path: str) -> None:
         f = UpstreamFile(
@@ -265,7 +315,8 @@ class UpstreamProxy:
                 "metadata_sha256 = COALESCE(metadata_sha256, ?) WHERE id = ?",
                 (stored.size, stored.md5, stored.blake2_256, stored.metadata_sha256, row["id"]),
             )
-            if changed:  # the pages show size and metadata: a new serial renders them anew
+            described = self._fill_from_metadata(tx, row, stored.release_meta)
+            if changed and not described:  # the pages show size and metadata: a new serial renders them anew
                 record_change(tx, row["name"], row["version"], f"fetch file {row['filename']}", BY)
 
     def _lock(self, key: str) -> threading.Lock:

@@ -67,6 +67,16 @@ def upstream_files(tx: Tx, project_id: int) -> dict[str, Any]:
     return {r["filename"]: r for r in rows}
 
 
+def not_stored(tx: Tx, project_id: int) -> set[str]:
+    """The paths of the project's proxied files not pulled from upstream yet."""
+    rows = tx.all(
+        "SELECT f.path FROM files f JOIN releases r ON r.id = f.release_id "
+        "WHERE r.project_id = ? AND f.stored = 0",
+        (project_id,),
+    )
+    return {r["path"] for r in rows}
+
+
 def release_meta_from(metadata: bytes | None) -> dict[str, Any]:
     """Release columns read from a METADATA file (pypi.index.packages.release_values' input)."""
     if not metadata:
@@ -81,6 +91,40 @@ def release_meta_from(metadata: bytes | None) -> dict[str, Any]:
         meta[key] = list(raw.get(key) or [])
     meta["project_urls"] = dict(raw.get("project_urls") or {})
     return meta
+
+
+def release_meta_from_json(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Release columns from upstream's JSON API ``info`` (pypi.org's names are the columns')."""
+    meta: dict[str, Any] = {k: info[k] for k in packages.TEXT_FIELDS if isinstance(info.get(k), str)}
+    for key in packages.LIST_FIELDS:
+        value = info.get(key)
+        meta[key] = [str(v) for v in value] if isinstance(value, list) else []
+    urls = info.get("project_urls")
+    meta["project_urls"] = {str(k): str(v) for k, v in urls.items()} if isinstance(urls, dict) else {}
+    return meta
+
+
+def lacks_metadata(release: Any) -> bool:
+    """Whether a release has none of the metadata a proxied page cannot give (it lists files)."""
+    return not (release["summary"] or release["author"] or release["requires_dist"] not in ("", "[]"))
+
+
+def newest_release(tx: Tx, project_id: int) -> Any:
+    """The project's highest-versioned release row, or None."""
+    rows = packages.releases(tx, project_id)
+    return max(rows, key=lambda r: packages.version_key(r["version"])) if rows else None
+
+
+def fill_release(tx: Tx, release: Any, meta: Mapping[str, Any]) -> bool:
+    """Give a release taken from upstream without metadata (a proxied page lists only files)
+    the metadata now known; whether it changed. A release that has some is left alone."""
+    if not meta or not lacks_metadata(release):
+        return False
+    values = dict(meta)
+    if not values.get("requires_python"):
+        values["requires_python"] = release["requires_python"]
+    packages.update_release(tx, release["id"], values)
+    return True
 
 
 def proxy_path(f: UpstreamFile) -> str:

@@ -67,9 +67,13 @@ class Report:
         return "\n".join(lines)
 
 
-def client_for(settings: UpstreamSettings) -> UpstreamClient:
+def client_for(settings: UpstreamSettings, *, connections: int = 16) -> UpstreamClient:
     return UpstreamClient(
-        settings.url, timeout=settings.timeout, username=settings.username, password=settings.password
+        settings.url,
+        timeout=settings.timeout,
+        username=settings.username,
+        password=settings.password,
+        connections=connections,
     )
 
 
@@ -90,9 +94,9 @@ class Mirror:
         self.store = store
         self.settings = settings
         self.filters = Filters.from_settings(settings)
-        self.client = client or client_for(settings)
-        self.tmp_dir = tmp_dir
         self.jobs = max(1, jobs)
+        self.client = client or client_for(settings, connections=self.jobs)
+        self.tmp_dir = tmp_dir
         self.dry_run = dry_run
         self.progress = progress or (lambda line: None)
         self.report = Report()
@@ -225,17 +229,28 @@ class Mirror:
             return f"would add {len(missing)} files"
         stored: dict[str, records.StoredFile] = {}
         failed = False
-        for f in missing:
-            try:
-                stored[f.filename] = fetch_and_store(
-                    self.client, self.store, f, normalized, self.tmp_dir, max_size=self.settings.max_file_size
-                )
-            except HashMismatch as exc:
-                self._fail(f"hash mismatch: {exc}")
-                failed = True
-            except (UpstreamError, storage.StorageError) as exc:
-                self._fail(f"{f.filename}: {exc}")
-                failed = True
+        try:
+            # Store, then commit: the batch makes every object durable before it ends.
+            with self.store.batch():
+                for f in missing:
+                    try:
+                        stored[f.filename] = fetch_and_store(
+                            self.client,
+                            self.store,
+                            f,
+                            normalized,
+                            self.tmp_dir,
+                            max_size=self.settings.max_file_size,
+                        )
+                    except HashMismatch as exc:
+                        self._fail(f"hash mismatch: {exc}")
+                        failed = True
+                    except (UpstreamError, storage.StorageError) as exc:
+                        self._fail(f"{f.filename}: {exc}")
+                        failed = True
+        except BaseException:
+            self._delete_unreferenced([s.path for s in stored.values()])
+            raise
         try:
             with self.db.transaction(write=True) as tx:
                 changes = records.apply_page(tx, normalized, records.MIRROR, wanted, stored, by=BY)

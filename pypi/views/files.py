@@ -58,6 +58,10 @@ def _stream(svc: Services, request: Request, path: str, *, public: bool = True) 
         except storage.InvalidPath:
             return error(404, "Not Found")
         if url:
+            if svc.upstream is not None:  # proxy mode: the first download pulls the file first
+                failed = svc.upstream.fetch_file(path, check_store=False)
+                if failed is not None:
+                    return failed
             return redirect(url, status=302, kind=policy.FILE)
     if request.method == "HEAD":
         try:

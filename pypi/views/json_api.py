@@ -110,6 +110,8 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
     upstream = viewer.upstream_answer(svc, normalized)
     if upstream.error is not None:
         return upstream.error
+    if svc.upstream is not None and upstream.proxied:
+        svc.upstream.describe(normalized)
     with svc.db.reading() as tx:
         project = packages.get_project(tx, normalized)
         if not viewer.can_read(svc, tx, project):

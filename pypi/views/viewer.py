@@ -20,6 +20,7 @@ from cdn import policy
 from cdn.urls import URLBuilder
 from pypi.index import access, auth, tokens
 from pypi.services import Services
+from pypi.upstream import records
 from pypi.upstream.proxy import NOTHING, Answer
 from pypi.views.responses import error, tag
 
@@ -135,8 +136,30 @@ def protected(svc: Services, tx, project) -> bool:
 
 def file_urls(svc: Services, tx, project) -> URLBuilder:
     """Where the project's file links point: the public files URL, or, for files that need
-    a check, this application's own /packages/ (which checks, then redirects to a signed URL)."""
-    return svc.own_urls if protected(svc, tx, project) else svc.urls
+    a check, this application's own /packages/ (which checks, then redirects to a signed URL).
+
+    In proxy mode behind ``[cdn] files_url``, a proxied file not pulled from upstream yet
+    links to this application too: the CDN's origin may be the store, which lacks it; here
+    the first download pulls it."""
+    if protected(svc, tx, project):
+        return svc.own_urls
+    if svc.upstream is not None and svc.config.cdn.files_url:
+        pending = records.not_stored(tx, project["id"])
+        if pending:
+            return PullThrough(svc.urls, svc.own_urls, pending)
+    return svc.urls
+
+
+class PullThrough(URLBuilder):
+    """The files URL, except for the paths in ``pending``: this application's own URL."""
+
+    def __init__(self, urls: URLBuilder, own: URLBuilder, pending: set[str]) -> None:
+        super().__init__(urls.base, prefix=urls.prefix)
+        self._own = own
+        self._pending = pending
+
+    def file_url(self, path: str) -> str:
+        return self._own.file_url(path) if path in self._pending else super().file_url(path)
 
 
 def check_file(svc: Services, path: str) -> bool | Response:

@@ -229,6 +229,72 @@ def test_proxy_pip_install_through_it_on_s3(cloud_upstream, moto_s3, moto_s3_buc
         server.stop()
 
 
+def test_proxy_on_a_redirecting_store_pulls_the_file_then_redirects(
+    cloud_upstream, moto_s3, moto_s3_bucket, tmp_path
+):
+    """``[storage] serve = redirect``: /packages/ answers with the store's URL. For a proxied
+    file not pulled yet, the first download pulls, verifies and stores it, then redirects."""
+    from tests.backends import s3_moto_section
+
+    storage = s3_moto_section(
+        moto_s3,
+        moto_s3_bucket,
+        serve="redirect",
+        public_url=f"{moto_s3.endpoint_url}/{moto_s3_bucket}",
+        acl="public-read",
+    )
+    config = index_config(tmp_path / "proxy", cloud_upstream.url + "/simple/", "proxy", storage=storage)
+    server = start_server(config)
+    try:
+        python, _out = pip_install(tmp_path, server.url + "/simple/", "up-beta")
+        assert module_version(python, "up_alpha") == "1.1" and module_version(python, "up_beta") == "1.0"
+        keys = {o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=moto_s3_bucket).get("Contents", [])}
+        assert any(k.endswith("up_beta-1.0-py3-none-any.whl") for k in keys), keys
+        # The download was a redirect to the store, which now holds upstream's bytes.
+        page = simple_json(server.url, "up-gamma")
+        sdist = next(f for f in page["files"] if f["filename"].endswith(".tar.gz"))
+        opener = urllib.request.build_opener(_NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            opener.open(server.url + sdist["url"], timeout=30)
+        assert answer.value.code == 302
+        location = answer.value.headers["Location"]
+        assert location.startswith(moto_s3.endpoint_url), location
+        status, _h, body = get(location, accept="*/*")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == sdist["hashes"]["sha256"]
+    finally:
+        server.stop()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_proxied_projects_show_upstreams_release_metadata(cloud_upstream, tmp_path):
+    """The JSON API of a proxied project: the latest release described by upstream's JSON API
+    when the page is imported, an older one by its PEP 658 metadata once pip read it."""
+    config = index_config(tmp_path / "proxy", cloud_upstream.url + "/simple/", "proxy")
+    server = start_server(config)
+    try:
+        simple_json(server.url, "up-beta")
+        info = get_json(server.url + "/pypi/up-beta/json")["info"]
+        assert info["summary"] == "up-beta from upstream", info
+        assert info["requires_dist"] == ["up-alpha>=1.0"]
+        upstream_info = get_json(cloud_upstream.url + "/pypi/up-alpha/1.1/json")["info"]
+        page = simple_json(server.url, "up-alpha")
+        wheel11 = next(f for f in page["files"] if f["filename"] == "up_alpha-1.1-py3-none-any.whl")
+        latest = get_json(cloud_upstream.url + "/pypi/up-alpha/json")["info"]["version"]
+        if latest != "1.1":  # not described by the JSON API: by its metadata, once fetched
+            assert not get_json(server.url + "/pypi/up-alpha/1.1/json")["info"]["summary"]
+        status, _h, _body = get(server.url + wheel11["url"] + ".metadata", accept="*/*")
+        assert status == 200
+        info = get_json(server.url + "/pypi/up-alpha/1.1/json")["info"]
+        assert info["summary"] == upstream_info["summary"] == "up-alpha from upstream"
+        assert info["requires_python"] == ">=3.8"
+    finally:
+        server.stop()
+
+
 def test_proxy_upstream_down_and_hash_mismatch(static_upstream, tmp_path):
     config = index_config(tmp_path / "proxy", static_upstream.url, "proxy", page_ttl="0")
     server = start_server(config)

@@ -244,3 +244,22 @@ def test_cache_control_is_the_callers(store):
     put_bytes(store, PATH, b"data", cache_control="max-age=60, public")
     put_bytes(store, PATH + ".metadata", b"meta")
     assert read_all(store, PATH) == b"data"
+
+
+def test_objects_put_in_a_batch_are_there_when_it_ends(store, tmp_path):
+    """``batch``: puts inside it (nested too) are whole objects, readable in and after it;
+    an error inside it propagates."""
+    local = tmp_path / "spool.whl"
+    local.write_bytes(b"from a path")
+    other = PATH.replace("abcdef0123", "fedcba3210")
+    with store.batch():
+        put_bytes(store, PATH, b"first")
+        with store.batch():
+            store.put_file(other, str(local))
+        assert read_all(store, PATH) == b"first"
+    assert read_all(store, PATH) == b"first" and read_all(store, other) == b"from a path"
+    with pytest.raises(RuntimeError), store.batch():
+        put_bytes(store, PATH + ".metadata", b"meta")
+        raise RuntimeError("the caller failed")
+    with store.batch():
+        pass  # an empty batch, after a failed one, is fine
