@@ -218,7 +218,7 @@ def test_a_killed_streamed_upload_leaves_what_leftovers_cleans(s3_app):
     assert bucket_state(store) == ([], [])
 
 
-def test_spooled_digests_still_decide(tmp_path):
+def test_the_spool_feeds_the_sink_the_files_bytes_and_aborts_it_on_a_bad_body(tmp_path):
     """A sink sees exactly the file's bytes, while they arrive, and is aborted on a bad body."""
     seen, aborted = [], []
 
