@@ -234,10 +234,11 @@ class Storage(abc.ABC):
         at any path until ``complete`` returns, and ``abort`` leaves nothing
         but what ``stale_temporaries`` lists if the abort itself fails.
         ``local_copy`` names a file on this machine into which the caller
-        writes the very same bytes and keeps until ``complete`` returns: a
-        backend that does not stream stores that file at completion (``put_file``)
-        instead of keeping a copy of its own. ``size_hint`` is the expected size,
-        if known (a backend may size its parts by it).
+        writes the very same bytes, each piece (flushed) before it is passed to
+        ``write``, and keeps until ``complete`` or ``abort`` returns: a backend that
+        does not stream stores that file at completion (``put_file``), and one
+        that does may read what it sends from it instead of keeping the bytes.
+        ``size_hint`` is the expected size, if known (a backend may size its parts by it).
         """
         headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
         return self._begin_upload(

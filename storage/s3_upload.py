@@ -13,7 +13,10 @@ A body smaller than one part is sent by ``complete`` in one PUT.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,6 +61,9 @@ class S3Upload(Upload):
         self._in_flight = max(1, in_flight)
         self._local_copy = local_copy
         self._buffer = bytearray()
+        #: With a local copy: where the next part starts in it, and the bytes written past that.
+        self._offset = 0
+        self._unsent = 0
         self._upload_id: str | None = None
         self._next_part = 1
         self._parts: list[dict[str, Any]] = []
@@ -72,6 +78,15 @@ class S3Upload(Upload):
     def _write(self, data: bytes) -> None:
         if self._error is not None:
             return  # the store failed: complete raises it; the rest of the body is not kept
+        if self._local_copy is not None:
+            # The bytes are in the caller's file already: parts are read from it as they are
+            # sent, so memory does not grow with the parts in flight.
+            self._unsent += len(data)
+            while self._unsent >= self._part_size and self._error is None:
+                self._send((self._offset, self._part_size))
+                self._offset += self._part_size
+                self._unsent -= self._part_size
+            return
         self._buffer += data
         while len(self._buffer) >= self._part_size and self._error is None:
             with memoryview(self._buffer) as view:
@@ -79,7 +94,7 @@ class S3Upload(Upload):
             del self._buffer[: self._part_size]
             self._send(part)
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytes | tuple[int, int]) -> None:
         """Queue one part; wait for the oldest while more than ``in_flight`` are under way."""
         if self._upload_id is None:
             args = self._store._object_args(self._headers)
@@ -104,9 +119,14 @@ class S3Upload(Upload):
         while len(self._pending) > self._in_flight:
             self._collect(self._pending.popleft())
 
-    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, part: bytes | tuple[int, int]) -> dict[str, Any]:
         args: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if self._checksum else {}
-        with self._store._translated(f"store part {number} of", self._name):
+        with self._store._translated(f"store part {number} of", self._name), contextlib.ExitStack() as stack:
+            if isinstance(part, tuple):
+                f = stack.enter_context(open(str(self._local_copy), "rb"))
+                body: Any = _Slice(f.fileno(), *part)
+            else:
+                body = part
             answer = self._client.upload_part(
                 Bucket=self._store.bucket,
                 Key=self._key,
@@ -143,7 +163,12 @@ class S3Upload(Upload):
         self._drain()
         if self._upload_id is None:  # smaller than one part: one PUT, straight at the final key
             with store._translated("store", path):
-                self._client.put_object(Bucket=bucket, Key=key, Body=bytes(self._buffer), **args)
+                if self._local_copy is not None:
+                    with open(self._local_copy, "rb") as f:
+                        body = f.read(self._unsent)
+                else:
+                    body = bytes(self._buffer)
+                self._client.put_object(Bucket=bucket, Key=key, Body=body, **args)
             self._buffer = bytearray()
             self._stop_threads()
             return
@@ -154,6 +179,9 @@ class S3Upload(Upload):
                 raise StorageError(f"S3: an upload begun at {self._name} cannot complete at {path}")
             store._put_file(path, self._local_copy, headers)
             return
+        if self._unsent:
+            self._send((self._offset, self._unsent))
+            self._offset, self._unsent = self._offset + self._unsent, 0
         if self._buffer:
             self._send(bytes(self._buffer))
             self._buffer = bytearray()
@@ -206,6 +234,48 @@ class S3Upload(Upload):
                 self._client.delete_object(Bucket=self._store.bucket, Key=key)
         except StorageError as exc:  # a temporary left: stale_temporaries lists it
             log.warning("could not delete %s: %s", key, exc)
+
+
+class _Slice(io.RawIOBase):
+    """``length`` bytes of an open file from ``start``, as a seekable file of its own (the body of
+    one part: botocore reads it to sign and checksum, seeks back to 0 to send or retry)."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self._length
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = min(max(0, base + offset), self._length)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._length - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._start + self._pos)
+        memoryview(buffer).cast("B")[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        n = self._length - self._pos if size is None or size < 0 else min(size, self._length - self._pos)
+        if n <= 0:
+            return b""
+        data = os.pread(self._fd, n, self._start + self._pos)
+        self._pos += len(data)
+        return data
 
 
 def part_size_for(chunk_size: int, size_hint: int | None, max_part_size: int) -> int:

@@ -303,6 +303,7 @@ class _PartState:
             self.out.write(chunk)
             self.digests.update(chunk)
             if self.sink is not None:
+                self.out.flush()  # the sink may read its bytes from the spool file
                 self.sink.write(chunk)
             return
         self.text_size += len(chunk)
