@@ -1,8 +1,9 @@
 """S3's streaming writer: a multipart upload whose parts are sent while the body arrives.
 
 ``S3Storage.begin_upload`` returns one. Parts of ``part_size`` bytes go to the
-store on background threads, at most ``in_flight`` at once (so memory stays at
-about ``(in_flight + 1) * part_size`` whatever the object's size); the upload
+store on background threads, at most ``in_flight`` at once, each read from the
+caller's ``local_copy`` as it is sent (without one, held in memory: about
+``(in_flight + 1) * part_size`` whatever the object's size); the upload
 is completed (CompleteMultipartUpload) only by ``complete``. Begun at its final
 key, nothing is there before that call; begun without one (the final path is
 not known yet), it is completed at a temporary key below ``TEMP_PREFIX`` and
