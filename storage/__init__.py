@@ -21,6 +21,7 @@ from storage.base import (
     StorageMisconfigured,
     StorageUnavailable,
     Temporary,
+    Upload,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "StorageMisconfigured",
     "StorageUnavailable",
     "Temporary",
+    "Upload",
     "backend_class",
     "from_config",
     "known_backends",

@@ -13,6 +13,8 @@ import abc
 import contextlib
 import datetime
 import io
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -214,6 +216,35 @@ class Storage(abc.ABC):
         headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
         self._put_file(check_path(path), local_path, headers)
 
+    def begin_upload(
+        self,
+        path: str | None = None,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+        local_copy: str | None = None,
+        size_hint: int | None = None,
+    ) -> Upload:
+        """Start writing an object whose bytes arrive bit by bit: ``write`` them, then ``complete``.
+
+        ``path`` is where the object is expected to end (None: not known yet)
+        and the headers are those it is expected to get; a backend that
+        streams may send parts to the store while they arrive, but nothing is
+        at any path until ``complete`` returns, and ``abort`` leaves nothing
+        but what ``stale_temporaries`` lists if the abort itself fails.
+        ``local_copy`` names a file on this machine into which the caller
+        writes the very same bytes, each piece (flushed) before it is passed to
+        ``write``, and keeps until ``complete`` or ``abort`` returns: a backend that
+        does not stream stores that file at completion (``put_file``), and one
+        that does may read what it sends from it instead of keeping the bytes.
+        ``size_hint`` is the expected size, if known (a backend may size its parts by it).
+        """
+        headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        return self._begin_upload(
+            None if path is None else check_path(path), headers, local_copy=local_copy, size_hint=size_hint
+        )
+
     def open(self, path: str, *, start: int = 0, stop: int | None = None) -> BinaryIO:
         """A readable, streaming file over the object (or the bytes ``[start, stop)`` of it).
 
@@ -328,6 +359,13 @@ class Storage(abc.ABC):
         with open(local_path, "rb") as f:
             self._put(path, f, headers)
 
+    def _begin_upload(
+        self, path: str | None, headers: ObjectHeaders, *, local_copy: str | None, size_hint: int | None
+    ) -> Upload:
+        """A backend's streaming writer; the default keeps the bytes on local disk (or relies on
+        ``local_copy``) and calls ``_put_file`` at completion, so every backend has one."""
+        return SpooledUpload(self, local_copy)
+
     @abc.abstractmethod
     def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
         """One read of the object or of its range; the file carries ``info`` and ``range``
@@ -353,6 +391,115 @@ class Storage(abc.ABC):
     def _public_url(self, path: str) -> str | None:
         """A URL for the object (default: none)."""
         return None
+
+
+class Upload(abc.ABC):
+    """An object being written while its bytes arrive (``Storage.begin_upload``).
+
+    Call ``write`` with each piece in order, then exactly one of ``complete`` or
+    ``abort``; ``abort`` after ``complete`` (or twice) does nothing, so a caller
+    may always abort in a ``finally``. Not thread-safe: one caller writes.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        """Add ``data`` to the object. Never raises a store error: a failure of the store is
+        kept and raised by ``complete`` (the caller goes on receiving; nothing is lost)."""
+        if self._closed:
+            raise ValueError("write to an upload that is completed or aborted")
+        if data:
+            self.size += len(data)
+            self._write(data)
+
+    def complete(
+        self,
+        path: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+    ) -> None:
+        """Make the whole object appear at ``path`` with these headers, atomically (as ``put``).
+
+        ``path`` and the headers may differ from those given to ``begin_upload``
+        (the backend then moves or re-sends the object). Raises a StorageError if
+        the store failed at any point; the upload is then aborted.
+        """
+        if self._closed:
+            raise ValueError("complete on an upload that is completed or aborted")
+        headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        path = check_path(path)
+        self._closed = True
+        try:
+            self._complete(path, headers)
+        except BaseException:
+            self._abort()
+            raise
+
+    def abort(self) -> None:
+        """Give the upload up: whatever was sent is removed (a removal that fails leaves what
+        ``stale_temporaries`` lists). Never raises a store error."""
+        if not self._closed:
+            self._closed = True
+            self._abort()
+
+    @abc.abstractmethod
+    def _write(self, data: bytes) -> None:
+        """Take ``data`` (non-empty); keep any store error for ``_complete``."""
+
+    @abc.abstractmethod
+    def _complete(self, path: str, headers: ObjectHeaders) -> None:
+        """Store the object at the checked ``path``; on an error ``_abort`` follows."""
+
+    @abc.abstractmethod
+    def _abort(self) -> None:
+        """Remove what was sent, best effort; called once."""
+
+
+class SpooledUpload(Upload):
+    """The default streaming writer: the bytes go to a local temporary file (or only to the
+    caller's ``local_copy``) and the backend's ``_put_file`` stores them at completion."""
+
+    def __init__(self, store: Storage, local_copy: str | None = None) -> None:
+        super().__init__()
+        self._store = store
+        self._local_copy = local_copy
+        self._spool: Any = None
+        self._error: OSError | None = None
+        if local_copy is None:
+            self._spool = tempfile.NamedTemporaryFile(prefix="cloudpypi-upload-", delete=False)  # noqa: SIM115
+
+    def _write(self, data: bytes) -> None:
+        if self._spool is not None and self._error is None:
+            try:
+                self._spool.write(data)
+            except OSError as exc:  # a full disk: raised by complete
+                self._error = exc
+
+    def _complete(self, path: str, headers: ObjectHeaders) -> None:
+        if self._error is not None:
+            raise StorageUnavailable(f"storing {path}: spooling the upload failed: {self._error}")
+        if self._spool is None:
+            self._store._put_file(path, str(self._local_copy), headers)
+            return
+        self._spool.close()
+        try:
+            self._store._put_file(path, self._spool.name, headers)
+        finally:
+            self._remove_spool()
+
+    def _abort(self) -> None:
+        if self._spool is not None:
+            with contextlib.suppress(OSError):
+                self._spool.close()
+            self._remove_spool()
+
+    def _remove_spool(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._spool.name)
 
 
 def set_read_info(f: Any, info: ObjectInfo, byte_range: tuple[int, int] | None) -> BinaryIO:

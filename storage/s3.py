@@ -46,12 +46,14 @@ from storage.base import (
     StorageUnavailable,
     StreamingReader,
     Temporary,
+    Upload,
     check_path,
     parse_content_range,
     range_header,
     set_read_info,
     settings_section,
 )
+from storage.s3_upload import TEMP_PREFIX, S3Upload, part_size_for
 
 MiB = 1024 * 1024
 #: S3 refuses parts below 5 MiB (except the last) and above 5 GiB.
@@ -180,6 +182,7 @@ class S3Storage(Storage):
         multipart_threshold: int = 8 * MiB,
         multipart_chunksize: int = 8 * MiB,
         max_concurrency: int = 10,
+        stream_parts_in_flight: int = 4,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -199,6 +202,8 @@ class S3Storage(Storage):
         )
         # Parts read ahead of the uploading threads; s3transfer's default is 10.
         self.transfer_config.max_in_memory_upload_chunks = max_concurrency
+        #: Parts of a streamed upload (``begin_upload``) held in memory while being sent.
+        self.stream_parts_in_flight = min(stream_parts_in_flight, max_concurrency)
 
     @property
     def endpoint_url(self) -> str:
@@ -313,10 +318,28 @@ class S3Storage(Storage):
 
     def _upload_args(self, headers: ObjectHeaders) -> dict[str, Any]:
         """ExtraArgs and Config for boto3's managed uploads: the object's headers and metadata."""
+        return {"ExtraArgs": self._object_args(headers), "Config": self.transfer_config}
+
+    def _object_args(self, headers: ObjectHeaders) -> dict[str, Any]:
+        """The arguments of a PUT (or of CreateMultipartUpload) that give an object its headers."""
         extra = dict(self.extra_args, ContentType=headers.content_type, Metadata=dict(headers.metadata))
         if headers.cache_control:
             extra["CacheControl"] = headers.cache_control
-        return {"ExtraArgs": extra, "Config": self.transfer_config}
+        return extra
+
+    def _begin_upload(
+        self, path: str | None, headers: ObjectHeaders, *, local_copy: str | None, size_hint: int | None
+    ) -> Upload:
+        """A multipart upload whose parts are sent as they fill (storage.s3_upload)."""
+        part_size = part_size_for(self.transfer_config.multipart_chunksize, size_hint, MAX_PART_SIZE)
+        return S3Upload(
+            self,
+            path,
+            headers,
+            part_size=part_size,
+            in_flight=self.stream_parts_in_flight,
+            local_copy=local_copy,
+        )
 
     def _open(self, path: str, start: int, stop: int | None) -> BinaryIO:
         """One GET (a Range GET for a range); nothing of the body is read before the caller reads."""
@@ -364,14 +387,16 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """List by key prefix; folder markers (keys ending in ``/``) are skipped."""
+        """List by key prefix; folder markers (keys ending in ``/``) and unfinished uploads'
+        temporaries are skipped."""
         start = len(self.prefix)
+        temporaries = self.prefix + TEMP_PREFIX
         with self._translated(f"list {prefix!r}"):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for item in page.get("Contents", ()):
                     key = item["Key"]
-                    if key.endswith("/"):
+                    if key.endswith("/") or key.startswith(temporaries):
                         continue
                     yield ObjectInfo(
                         path=key[start:],
@@ -386,27 +411,42 @@ class S3Storage(Storage):
 
     def stale_temporaries(self, older_than: float) -> Iterator[Temporary]:
         """Incomplete multipart uploads under the prefix started more than ``older_than`` s ago
-        (a killed upload leaves its parts stored, and billed, until aborted)."""
+        (a killed upload leaves its parts stored, and billed, until aborted), and objects below
+        ``TEMP_PREFIX`` written that long ago (a streamed upload killed before its copy)."""
         cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=older_than)
         start = len(self.prefix)
         with self._translated("list incomplete multipart uploads"):
             paginator = self.client.get_paginator("list_multipart_uploads")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for upload in page.get("Uploads", []):
-                    initiated = upload.get("Initiated")
-                    if initiated is not None and initiated.tzinfo is None:
-                        initiated = initiated.replace(tzinfo=datetime.timezone.utc)
+                    initiated = _aware(upload.get("Initiated"))
                     if initiated is None or initiated < cutoff:
                         key, upload_id = upload["Key"], upload["UploadId"]
                         yield Temporary(
                             name=f"{key[start:]} (multipart upload {upload_id})",
                             size=None,
                             started=initiated,
-                            ref=(key, upload_id),
+                            ref=("multipart", key, upload_id),
+                        )
+        with self._translated("list unfinished uploads"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + TEMP_PREFIX):
+                for item in page.get("Contents", ()):
+                    modified = _aware(item.get("LastModified"))
+                    if modified is None or modified < cutoff:
+                        yield Temporary(
+                            name=f"{item['Key'][start:]} (unfinished upload)",
+                            size=item.get("Size"),
+                            started=modified,
+                            ref=("object", item["Key"], None),
                         )
 
     def remove_temporary(self, temporary: Temporary) -> None:
-        key, upload_id = temporary.ref
+        kind, key, upload_id = temporary.ref
+        if kind == "object":
+            with self._translated("delete", key[len(self.prefix) :]):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            return
         with self._translated("abort multipart upload", key[len(self.prefix) :]):
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -499,6 +539,13 @@ def _what(action: str, path: str | None) -> str:
 
 def _status(exc: ClientError) -> int | None:
     return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _aware(moment: datetime.datetime | None) -> datetime.datetime | None:
+    """A time from the listing, in UTC if the store gave none."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.timezone.utc)
+    return moment
 
 
 def _etag(value: str | None) -> str | None:

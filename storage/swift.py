@@ -44,12 +44,14 @@ from storage.base import (
     StorageUnavailable,
     StreamingReader,
     Temporary,
+    Upload,
     check_path,
     parse_content_range,
     range_header,
     set_read_info,
     settings_section,
 )
+from storage.swift_upload import SwiftUpload
 
 log = logging.getLogger(__name__)
 
@@ -360,11 +362,7 @@ class SwiftStorage(Storage):
         headers). Segments of an object this replaces are deleted afterwards.
         """
         name = self._name(path)
-        http_headers = {"Content-Type": headers.content_type}
-        if headers.cache_control:
-            http_headers["Cache-Control"] = headers.cache_control
-        for meta_key, value in headers.metadata.items():
-            http_headers[f"X-Object-Meta-{meta_key}"] = value
+        http_headers = self._http_headers(headers)
         with _sized(local_file, path) as (f, size), self._errors(f"storing {path}"):
             if size > self.segment_size * MAX_SEGMENTS:
                 raise StorageMisconfigured(
@@ -388,11 +386,36 @@ class SwiftStorage(Storage):
                 raise
             self._delete_segments(replaced)
 
-    def _put_slo(self, conn: Connection, name: str, f: _Source, size: int, headers: dict[str, str]) -> None:
-        """Upload the segments, then the manifest; on any failure delete the segments sent."""
+    @staticmethod
+    def _http_headers(headers: ObjectHeaders) -> dict[str, str]:
+        """The PUT headers that give an object its type, Cache-Control and metadata."""
+        http_headers = {"Content-Type": headers.content_type}
+        if headers.cache_control:
+            http_headers["Cache-Control"] = headers.cache_control
+        for meta_key, value in headers.metadata.items():
+            http_headers[f"X-Object-Meta-{meta_key}"] = value
+        return http_headers
+
+    def _ensure_segment_container(self, conn: Connection) -> None:
         if not self._segment_container_ready:
             conn.put_container(self.segment_container)
             self._segment_container_ready = True
+
+    def _begin_upload(
+        self, path: str | None, headers: ObjectHeaders, *, local_copy: str | None, size_hint: int | None
+    ) -> Upload:
+        """Segments sent while the body arrives, the manifest at completion (storage.swift_upload).
+
+        The segments are named after the object's path, so a path not known yet
+        falls back to the default writer (the file is sent at completion).
+        """
+        if path is None:
+            return super()._begin_upload(path, headers, local_copy=local_copy, size_hint=size_hint)
+        return SwiftUpload(self, path, headers, threshold=min(self.segment_size, SPOOL_IN_MEMORY))
+
+    def _put_slo(self, conn: Connection, name: str, f: _Source, size: int, headers: dict[str, str]) -> None:
+        """Upload the segments, then the manifest; on any failure delete the segments sent."""
+        self._ensure_segment_container(conn)
         upload = f"{name}/{uuid.uuid4().hex}"
         manifest: list[dict[str, object]] = []
         try:

@@ -3,8 +3,9 @@
 An upload killed mid-way (``kill -9`` of a server or worker, a machine that
 lost power) can leave its spooled body in ``<data_dir>/tmp`` and, in the store,
 the temporaries of a write that never finished (``Storage.stale_temporaries``:
-local ``.tmp-*`` files, S3 incomplete multipart uploads, Swift segments that no
-manifest uses). Only those older than a safe age (``[server]
+local ``.tmp-*`` files, S3 incomplete multipart uploads and the objects below
+``.tmp-uploads/`` of a streamed upload killed before its copy to the final
+key, Swift segments that no manifest uses). Only those older than a safe age (``[server]
 temporaries_max_age``, longer than any upload takes) are listed, so an upload
 in flight is never touched. They are removed when the server starts and by
 ``cloudpypi fsck --repair``; plain ``fsck`` reports them.

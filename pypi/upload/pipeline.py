@@ -1,5 +1,12 @@
 """The upload pipeline: validate -> (spooled and hashed by pypi.upload.spool) -> store -> commit.
 
+The file reaches the store while the body arrives: ``begin_stream`` opens the
+store's streaming writer (``Storage.begin_upload``) when the file part starts,
+at the content-addressed path if the form named the BLAKE2b-256 digest before
+the file (twine, uv, poetry do), and the spool feeds it the same chunks. Only
+once every check passed does ``_store`` complete it at the path; any refusal
+aborts it (``Form.close``), so nothing appears at the path of a refused file.
+
 Ordering makes it safe: the file is stored first, then the database row is
 committed; if the commit fails, the stored objects are removed only once a
 fresh transaction shows that no row references them (a lost COMMIT
@@ -15,10 +22,12 @@ import hashlib
 import hmac
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 import storage
 from pypi.index import auth, changes, journal, packages, tokens
@@ -45,6 +54,7 @@ from pypi.upload.spool import Form, SpooledFile
 log = logging.getLogger(__name__)
 
 FILE_REUSE = "See https://pypi.org/help/#file-name-reuse for more information."
+_BLAKE2_256 = re.compile(r"[0-9a-f]{64}")
 
 
 class UploadError(Exception):
@@ -193,6 +203,47 @@ class Uploader:
         self.guard: Callable[[str], None] | None = None
         self.cache_control = cache_control
 
+    def begin_stream(
+        self, form: Form, filename: str, local_copy: str, size_hint: int | None = None
+    ) -> storage.Upload | None:
+        """The store's streaming writer for a file part that starts now (``read_form``'s
+        ``open_sink``), or None when nothing should be sent before the form is whole.
+
+        ``form`` holds the fields sent before the file: with a BLAKE2b-256 digest
+        among them the writer starts at the content-addressed path; without, at
+        no path (the backend decides: S3 writes a temporary and copies it, others
+        send the local copy at completion). The expected object metadata is
+        guessed from the fields; ``_store`` gives the checked one at completion.
+        """
+        if form.get(":action", "file_upload") != "file_upload":
+            return None
+        filetype = form.get("filetype") or ("bdist_wheel" if filename.endswith(".whl") else "sdist")
+        try:
+            check_filename(filename, filetype)
+        except InvalidFile:
+            return None  # refused later with the message
+        blake2 = form.get("blake2_256_digest").strip().lower()
+        path = content_path(blake2, filename) if _BLAKE2_256.fullmatch(blake2) else None
+        try:
+            version = str(Version(form.get("version")))
+        except InvalidVersion:
+            version = form.get("version")
+        expected = object_metadata(
+            canonicalize_name(form.get("name")), version, form.get("sha256_digest").strip().lower()
+        )
+        try:
+            return self.store.begin_upload(
+                path,
+                content_type=content_type_of(filename),
+                metadata=expected,
+                cache_control=self.cache_control,
+                local_copy=local_copy,
+                size_hint=size_hint,
+            )
+        except storage.StorageError as exc:
+            log.warning("cannot stream %s to the store, sending it once checked: %s", filename, exc)
+            return None
+
     def upload(self, user: User, form: Form, *, via: str = "") -> UploadResult:
         """:action=file_upload. The form's spool is the caller's to close."""
         check_protocol(form)
@@ -212,7 +263,7 @@ class Uploader:
                     raise UploadError(400, "Only one sdist may be uploaded per release.")
         metadata_bytes = check_contents(spooled, filetype, meta)
 
-        stored = self._store(path, spooled, metadata_bytes, meta)
+        stored = self._store(path, spooled, metadata_bytes, meta, form.stream)
         try:
             with self.db.transaction(write=True) as tx:
                 change = self._commit(tx, user, form, meta, spooled, path, metadata_bytes, via)
@@ -289,19 +340,30 @@ class Uploader:
             raise UploadError(503, f"Database unavailable: {exc}") from None
 
     def _store(
-        self, path: str, spooled: SpooledFile, metadata_bytes: bytes | None, meta: ReleaseMetadata
+        self,
+        path: str,
+        spooled: SpooledFile,
+        metadata_bytes: bytes | None,
+        meta: ReleaseMetadata,
+        stream: object | None = None,
     ) -> list[str]:
-        """Put the file (and a wheel's METADATA) into storage; 503 if the store fails."""
+        """Put the file (and a wheel's METADATA) into storage; 503 if the store fails.
+
+        ``stream`` is the form's streaming writer (``begin_stream``), completed here
+        at ``path``; without one the spooled file is sent now.
+        """
         object_meta = object_metadata(canonicalize_name(meta.name), str(meta.version), spooled.sha256)
         stored: list[str] = []
+        headers = {
+            "content_type": content_type_of(spooled.filename),
+            "metadata": object_meta,
+            "cache_control": self.cache_control,
+        }
         try:
-            self.store.put_file(
-                path,
-                spooled.path,
-                content_type=content_type_of(spooled.filename),
-                metadata=object_meta,
-                cache_control=self.cache_control,
-            )
+            if isinstance(stream, storage.Upload):
+                stream.complete(path, **headers)
+            else:
+                self.store.put_file(path, spooled.path, **headers)
             stored.append(path)
             if metadata_bytes is not None:
                 self.store.put(

@@ -2,7 +2,10 @@
 
 One pass over the body: each chunk of the file part is written to a temporary
 file and fed to md5, sha256 and blake2b-256 at once, so memory stays flat
-whatever the file's size and the digests are ready when the body ends.
+whatever the file's size and the digests are ready when the body ends. A
+``open_sink`` callback, asked when the file part starts (with the fields read
+so far), may return a sink that receives the same chunks as they arrive: the
+upload pipeline's streaming writer to the store (``Storage.begin_upload``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import multipart
 
@@ -49,6 +52,18 @@ class FormError(Exception):
         self.message = message
 
 
+class Sink(Protocol):
+    """Where the file's chunks also go while they arrive (``storage.Upload`` is one)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+#: ``open_sink(form so far, filename, spool path)``: a sink for the file part, or None.
+SinkOpener = Callable[["Form", str, str], "Sink | None"]
+
+
 @dataclass
 class SpooledFile:
     """The uploaded file, on local disk, with the digests computed while it arrived."""
@@ -76,6 +91,9 @@ class Form:
 
     fields: dict[str, list[str]] = field(default_factory=dict)
     file: SpooledFile | None = None
+    #: The sink ``open_sink`` gave for the file part, once the part is whole; ``close`` aborts it
+    #: (which does nothing once its owner completed it).
+    stream: Sink | None = None
 
     def get(self, name: str, default: str = "") -> str:
         values = self.fields.get(name)
@@ -85,6 +103,8 @@ class Form:
         return [v for v in self.fields.get(name, []) if v]
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.abort()
         if self.file is not None:
             self.file.remove()
 
@@ -105,10 +125,12 @@ def read_form(
     max_file_size: int,
     tmp_dir: str,
     file_field: str = "content",
+    open_sink: SinkOpener | None = None,
 ) -> Form:
     """Parse the body; raise FormError (400 malformed, 413 file too large, 507 spool disk full).
 
-    The caller owns the returned form and must ``close()`` it to remove the spool.
+    The caller owns the returned form and must ``close()`` it to remove the spool
+    (and abort the sink). A sink of a body that fails to parse is aborted here.
     """
     boundary = boundary_of(content_type)
     if boundary is None:
@@ -121,7 +143,7 @@ def read_form(
         max_segment_count=1000,
     )
     form = Form()
-    state = _PartState(parallel_hashing=(content_length or 0) > PARALLEL_HASHING_FROM)
+    state = _PartState(parallel_hashing=(content_length or 0) > PARALLEL_HASHING_FROM, open_sink=open_sink)
     try:
         os.makedirs(tmp_dir, exist_ok=True)
         with parser:
@@ -244,8 +266,10 @@ class _Digests:
 class _PartState:
     """The part being read: a text field buffered in memory, or the file spooled to disk."""
 
-    def __init__(self, parallel_hashing: bool = False) -> None:
+    def __init__(self, parallel_hashing: bool = False, open_sink: SinkOpener | None = None) -> None:
         self.parallel_hashing = parallel_hashing
+        self.open_sink = open_sink
+        self.sink: Sink | None = None
         self.name = ""
         self.filename: str | None = None
         self.text: list[bytes] = []
@@ -265,6 +289,8 @@ class _PartState:
             fd, self.tmp_path = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
             self.out = os.fdopen(fd, "wb")
             self.digests = _Digests(self.parallel_hashing)
+            if self.open_sink is not None:
+                self.sink = self.open_sink(form, self.filename, self.tmp_path)
         else:
             self.filename = None
             self.out = None
@@ -276,6 +302,9 @@ class _PartState:
                 raise FormError(413, f"File too large. Limit for uploads is {format_size(max_file_size)}.")
             self.out.write(chunk)
             self.digests.update(chunk)
+            if self.sink is not None:
+                self.out.flush()  # the sink may read its bytes from the spool file
+                self.sink.write(chunk)
             return
         self.text_size += len(chunk)
         if self.text_size > MAX_FIELD_SIZE:
@@ -288,6 +317,7 @@ class _PartState:
             self.out = None
             md5, sha256, b2 = self.digests.hexdigests()
             form.file = SpooledFile(self.filename or "", self.tmp_path, self.size, md5, sha256, b2)
+            form.stream, self.sink = self.sink, None
             self.tmp_path = ""
             return
         try:
@@ -297,6 +327,9 @@ class _PartState:
         form.fields.setdefault(self.name, []).append(value)
 
     def abort(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
+            self.sink = None
         if self.digests is not None:
             self.digests.close()
         if self.out is not None:

@@ -1,7 +1,8 @@
 """The legacy upload API (POST /legacy/, / and /pypi) that twine and distutils speak.
 
 Authentication is checked before the body is read; the body is then parsed
-by pypi.upload.spool and handed to the upload pipeline. Every answer is private.
+by pypi.upload.spool (which streams the file on to the store as it arrives)
+and handed to the upload pipeline. Every answer is private.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def legacy(svc: Services, request: Request) -> Response:
             content_length=length,
             max_file_size=limit,
             tmp_dir=os.path.join(svc.config.data_dir, "tmp"),
+            # The file goes on to the store while it arrives (pypi.upload.pipeline.begin_stream).
+            open_sink=lambda fields, name, spool: svc.uploader.begin_stream(fields, name, spool, length),
         )
     except FormError as exc:
         return error(exc.status, exc.message)

@@ -263,3 +263,90 @@ def test_objects_put_in_a_batch_are_there_when_it_ends(store, tmp_path):
         raise RuntimeError("the caller failed")
     with store.batch():
         pass  # an empty batch, after a failed one, is fine
+
+
+# -- streamed uploads (begin_upload) ---------------------------------------------------
+
+#: More than one S3 part (8 MiB) and several Swift segments (1 MiB in these stores).
+STREAMED = 11 * 1024 * 1024 + 5
+
+
+def stream(upload, data, pieces=(1, 65536, 1 << 20, 3 << 20)):
+    """Write ``data`` to ``upload`` in uneven pieces, as a request body arrives."""
+    offset, n = 0, 0
+    while offset < len(data):
+        size = pieces[n % len(pieces)]
+        upload.write(data[offset : offset + size])
+        offset += size
+        n += 1
+
+
+@pytest.mark.parametrize("size", [10, STREAMED])
+def test_a_streamed_upload_appears_only_when_completed(store, size):
+    data = os.urandom(size)
+    headers = {"content_type": "application/zip", "metadata": {"sha256": "x"}, "cache_control": "max-age=9"}
+    upload = store.begin_upload(PATH, size_hint=size, **headers)
+    stream(upload, data)
+    assert not store.exists(PATH)
+    assert [i.path for i in store.list("packages/")] == []
+    upload.complete(PATH, **headers)
+    upload.abort()  # after complete: nothing happens
+    assert read_all(store, PATH) == data
+    info = store.stat(PATH)
+    assert (info.size, info.content_type) == (size, "application/zip")
+    assert store.metadata(PATH).get("sha256") == "x"
+    assert [i.path for i in store.list()] == [PATH]
+    assert list(store.stale_temporaries(0)) == []
+
+
+def test_a_streamed_upload_whose_path_is_known_only_at_the_end(store):
+    data = os.urandom(STREAMED)
+    upload = store.begin_upload(None)
+    stream(upload, data)
+    upload.complete(PATH, content_type="application/zip", metadata={"sha256": "late"})
+    assert read_all(store, PATH) == data
+    assert store.stat(PATH).content_type == "application/zip"
+    assert store.metadata(PATH).get("sha256") == "late"
+    assert [i.path for i in store.list()] == [PATH]
+    assert list(store.stale_temporaries(0)) == []
+
+
+def test_a_streamed_upload_takes_the_headers_given_at_completion(store):
+    upload = store.begin_upload(PATH, content_type="application/zip", metadata={"sha256": "guess"})
+    stream(upload, os.urandom(STREAMED))
+    upload.complete(PATH, content_type="application/gzip", metadata={"sha256": "real"})
+    assert store.stat(PATH).content_type == "application/gzip"
+    assert store.metadata(PATH).get("sha256") == "real"
+
+
+@pytest.mark.parametrize("size", [10, STREAMED])
+def test_an_aborted_streamed_upload_leaves_nothing(store, size):
+    upload = store.begin_upload(PATH)
+    stream(upload, os.urandom(size))
+    upload.abort()
+    assert not store.exists(PATH)
+    assert [i.path for i in store.list()] == []
+    assert list(store.stale_temporaries(0)) == []
+    with pytest.raises(ValueError):
+        upload.complete(PATH)
+
+
+def test_a_streamed_upload_replaces_an_existing_object(store):
+    put_bytes(store, PATH, b"old")
+    upload = store.begin_upload(PATH)
+    data = os.urandom(STREAMED)
+    stream(upload, data)
+    assert read_all(store, PATH) == b"old"
+    upload.complete(PATH)
+    assert read_all(store, PATH) == data
+
+
+def test_a_streamed_upload_can_store_the_callers_local_copy(store, tmp_path):
+    """Given ``local_copy``, a backend that does not stream stores that file at completion."""
+    data = os.urandom(STREAMED)
+    copy = tmp_path / "spool.bin"
+    copy.write_bytes(data)
+    upload = store.begin_upload(PATH, local_copy=str(copy))
+    stream(upload, data)
+    upload.complete(PATH)
+    assert read_all(store, PATH) == data

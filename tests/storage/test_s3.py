@@ -527,3 +527,32 @@ def test_put_and_open_keep_memory_flat(moto_s3, moto_s3_bucket, tmp_path):
     assert read == size
     assert put_peak < 2 * 5 * MiB + 4 * MiB, put_peak
     assert open_peak < 6 * MiB, open_peak
+
+
+def test_a_streamed_upload_holds_only_the_parts_in_flight(moto_s3, moto_s3_bucket):
+    """begin_upload's memory: the part being filled and at most ``stream_parts_in_flight`` being
+    sent (tracemalloc, all threads), whatever the object's size."""
+    store = S3Storage(
+        client=moto_s3.client(),
+        bucket=moto_s3_bucket,
+        multipart_chunksize=5 * MiB,
+        stream_parts_in_flight=2,
+    )
+    store.put("warm-up", io.BytesIO(b"x"))
+    chunk = os.urandom(MiB)
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        upload = store.begin_upload(PATH)
+        for _ in range(48):
+            upload.write(chunk)
+            digest.update(chunk)
+        upload.complete(PATH)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    with store.open(PATH) as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest.hexdigest()
+    assert peak < (2 + 2) * 5 * MiB + 4 * MiB, peak
+    head = store.client.head_object(Bucket=moto_s3_bucket, Key=PATH)
+    assert head["ETag"].strip('"').endswith("-10")  # 48 MiB in parts of 5 MiB: 9 whole and 1 last
