@@ -56,6 +56,9 @@ class _FullDisk:
         self.room -= len(data)
         return self.raw.write(data)
 
+    def flush(self) -> None:  # the spool flushes before a streaming writer reads the file
+        self.raw.flush()
+
     def close(self) -> None:
         self.raw.close()
 
