@@ -196,7 +196,8 @@ class LocalStorage(Storage):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 os.fchmod(out.fileno(), FILE_MODE)
-                json.dump({"content_type": content_type, "metadata": dict(metadata)}, out)
+                # dumps (C encoder) then one write: json.dump streams through the Python encoder
+                out.write(json.dumps({"content_type": content_type, "metadata": dict(metadata)}))
             os.replace(tmp, full + _META_SUFFIX)
         except BaseException:
             _unlink(tmp)

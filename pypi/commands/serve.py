@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable
 
 from pypi import config as config_mod
-from pypi.app import make_app
 from pypi.commands.common import add_config_option, load_config, open_database, open_storage
 from pypi.commands.purge import open_purger
 from pypi.config import Config
@@ -32,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_app(config: Config, *, after_commit: Callable[[], None] | None = None, check: bool = True):
     """Everything ``serve`` runs, ready: schema migrated, storage checked (unless ``check=False``),
     crashed uploads' leftovers being cleaned (on a background thread)."""
+    from pypi.app import make_app  # the web app's imports (webob, jinja2, views): only when serving
+
     db = open_database(config, migrate=check)
     store = open_storage(config, check=check)
     leftovers.clean_in_background(

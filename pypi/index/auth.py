@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -27,9 +28,13 @@ _USERNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
 #: OWASP's argon2id minimum (19 MiB, 2 passes): a login costs ~20 ms and does
 #: not add argon2's default 64 MiB to the server's memory per concurrent upload.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-#: A hash to verify against when the user does not exist, so that timing
-#: does not tell which usernames exist.
-_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so that timing does not tell
+    which usernames exist (made on first use: argon2 costs every command's start-up otherwise)."""
+    return _hasher.hash("not a real password")
 
 
 class VerifiedPasswords:
@@ -139,7 +144,7 @@ def authenticate(tx: Tx, username: str, password: str) -> User | None:
         "SELECT id, username, password_hash FROM users WHERE username = ? AND is_active = 1",
         (username,),
     )
-    stored = row["password_hash"] if row else _DUMMY_HASH
+    stored = row["password_hash"] if row else _dummy_hash()
     if row is None or not _verified.known(stored, password):
         try:
             _hasher.verify(stored, password)

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from packaging.metadata import parse_email
+from packaging.metadata import RawMetadata, parse_email
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -272,6 +272,13 @@ def wheel_metadata(path: str, filename: str, project: str, version: Version) -> 
     Every member is checked (see ``_zip_members``); METADATA is read as a bounded
     stream (MAX_METADATA).
     """
+    return wheel_metadata_parsed(path, filename, project, version)[0]
+
+
+def wheel_metadata_parsed(
+    path: str, filename: str, project: str, version: Version
+) -> tuple[bytes, RawMetadata]:
+    """``wheel_metadata`` and its parsed fields (parsed once, for a caller that reads them too)."""
     try:
         with _open_zip(path, filename) as zf:
             infos = _zip_members(zf, path, filename)
@@ -299,7 +306,7 @@ def wheel_metadata(path: str, filename: str, project: str, version: Version) -> 
             f"The version in the wheel's METADATA ({raw.get('version', '')!r}) "
             f"does not match {str(version)!r}."
         )
-    return data
+    return data, raw
 
 
 def check_sdist(path: str, filename: str) -> bytes:

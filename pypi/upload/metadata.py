@@ -16,10 +16,6 @@ import email.utils
 from dataclasses import dataclass
 from typing import Any
 
-import email_validator
-import rfc3986
-import rfc3986.exceptions
-import rfc3986.validators
 from packaging.metadata import ExceptionGroup, InvalidMetadata, Metadata, RawMetadata
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -196,6 +192,9 @@ def _validate(raw: RawMetadata) -> Metadata:
 
 def valid_url(url: str) -> bool:
     """An http(s) URL with a valid scheme, host, port, path and query (as pypi.org checks)."""
+    import rfc3986.exceptions  # here: only uploads need it (every command's start-up otherwise)
+    import rfc3986.validators
+
     validator = (
         rfc3986.validators.Validator()
         .allow_schemes("http", "https")
@@ -220,6 +219,8 @@ def _pypi_rules(meta: Metadata, raw: RawMetadata, project_urls: dict[str, str]) 
         raise _refuse(f"The use of local versions in '{meta.version}' is not allowed.", LOCAL_VERSIONS)
     if len(meta.summary or "") > MAX_SUMMARY:
         raise _refuse(f"'summary' field must be {MAX_SUMMARY} characters or less.")
+    import email_validator  # here: only uploads need it (every command's start-up otherwise)
+
     for field in ("author_email", "maintainer_email"):
         for _display, address in email.utils.getaddresses([raw.get(field, "")]):  # type: ignore[list-item]
             if not address:

@@ -12,13 +12,14 @@ import hashlib
 import hmac
 import io
 import os
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import storage
 from pypi.index.objects import METADATA_CONTENT_TYPE, METADATA_SUFFIX, content_type_of, object_metadata
-from pypi.upload.distfile import InvalidFile, wheel_metadata
+from pypi.upload.distfile import InvalidFile, wheel_metadata_parsed
 from pypi.upload.pipeline import content_path
 from pypi.upstream.client import HashMismatch, UpstreamClient, UpstreamError, UpstreamFile
 from pypi.upstream.filters import version_of
@@ -52,7 +53,7 @@ def fetch_and_store(
         version = version_of(f.filename) or "0"
         normalized = canonicalize_name(project)
         meta = object_metadata(normalized, version, f.sha256)
-        metadata = _metadata(client, f, got.path, project, version)
+        metadata, raw = _metadata(client, f, got.path, project, version)
         path = path or content_path(got.blake2_256, f.filename)
         with store.batch():  # both objects are durable when it ends (one folder: one fsync fewer)
             store.put_file(path, got.path, content_type=content_type_of(f.filename), metadata=meta)
@@ -69,7 +70,7 @@ def fetch_and_store(
             md5=got.md5,
             blake2_256=got.blake2_256,
             metadata_sha256=hashlib.sha256(metadata).hexdigest() if metadata is not None else None,
-            release_meta=release_meta_from(metadata) if metadata is not None else {},
+            release_meta=release_meta_from(metadata, raw) if metadata is not None else {},
         )
     finally:
         os.unlink(got.path)
@@ -77,22 +78,23 @@ def fetch_and_store(
 
 def _metadata(
     client: UpstreamClient, f: UpstreamFile, local: str, project: str, version: str
-) -> bytes | None:
-    """Upstream's PEP 658 metadata when offered (verified), else the wheel's own METADATA.
+) -> tuple[bytes | None, dict[str, Any] | None]:
+    """Upstream's PEP 658 metadata when offered (verified), else the wheel's own METADATA;
+    with its parsed fields when parsed here (the wheel's own is parsed once, to check it).
 
     The wheel's own METADATA is tried first: when its sha256 is the one upstream
     advertises, it is upstream's file, and one request per wheel is saved.
     """
-    own = None
+    own, raw = None, None
     if f.filename.endswith(".whl"):
         try:
-            own = wheel_metadata(local, f.filename, project, Version(version))
+            own, raw = wheel_metadata_parsed(local, f.filename, project, Version(version))
         except (InvalidFile, ValueError):
-            own = None
+            own, raw = None, None
     if own is not None and (
         not f.metadata_sha256 or _same(hashlib.sha256(own).hexdigest(), f.metadata_sha256)
     ):
-        return own
+        return own, dict(raw)
     if f.metadata_sha256:
         try:
             data = client.fetch_bytes(f.url + METADATA_SUFFIX)
@@ -101,5 +103,5 @@ def _metadata(
         if data is not None:
             if not _same(hashlib.sha256(data).hexdigest(), f.metadata_sha256):
                 raise HashMismatch(f"{f.filename}.metadata: does not match upstream's sha256; not stored")
-            return data
-    return own
+            return data, None
+    return own, (dict(raw) if raw is not None else None)

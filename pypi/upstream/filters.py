@@ -7,6 +7,7 @@ Files: prereleases, wheel platform tags (globs), the newest N releases, a size c
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,8 +31,12 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def version_of(filename: str) -> str | None:
-    """The version a distribution's file name carries, or None when it cannot be parsed."""
+    """The version a distribution's file name carries, or None when it cannot be parsed.
+
+    Cached (bounded): a sync asks it several times per file (filters, fetch, rows, yanks)
+    and packaging's parse costs more than the rest of the per-file bookkeeping."""
     try:
         if filename.endswith(".whl"):
             return str(parse_wheel_filename(filename)[1])

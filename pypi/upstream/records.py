@@ -77,11 +77,13 @@ def not_stored(tx: Tx, project_id: int) -> set[str]:
     return {r["path"] for r in rows}
 
 
-def release_meta_from(metadata: bytes | None) -> dict[str, Any]:
-    """Release columns read from a METADATA file (pypi.index.packages.release_values' input)."""
+def release_meta_from(metadata: bytes | None, raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Release columns read from a METADATA file (pypi.index.packages.release_values' input);
+    ``raw``: its fields when already parsed (``parse_email(metadata)[0]``)."""
     if not metadata:
         return {}
-    raw, _ = parse_email(metadata)
+    if raw is None:
+        raw, _ = parse_email(metadata)
     meta: dict[str, Any] = {k: raw.get(k) for k in packages.TEXT_FIELDS if isinstance(raw.get(k), str)}
     if isinstance(raw.get("keywords"), list):
         meta["keywords"] = ",".join(raw["keywords"])
