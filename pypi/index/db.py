@@ -74,6 +74,14 @@ class Tx:
         while self._before_commit:
             self._before_commit.pop(0)(self)
 
+    def blob(self, data: bytes) -> Any:
+        """``data`` as a parameter for a binary column of this database."""
+        if self.dialect == "postgresql":
+            import psycopg2
+
+            return psycopg2.Binary(data)
+        return data
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.dialect == "postgresql":
             sql = _pg_sql(sql)

@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name
 
 from pypi.index import stream
 from pypi.index.db import Database, Tx
+from pypi.index.shared_pages import iso_time
 
 #: Names per segment when the page is built whole; a segment is split past twice this.
 SEGMENT_ROWS = 4000
@@ -277,10 +278,7 @@ def json_strings(values: list[str]) -> list[str]:
 
 
 def _put(tx: Tx, spec: Spec, lo: str, version: int, rows: Sequence[tuple]) -> None:
-    from pypi.index.shared_pages import _blob
-
     body = _render(spec, rows)
-    blob = _blob(tx)
     tx.execute(
         "INSERT INTO stored_segments (page, lo, version, etag, length, crc, entries, deflate) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (page, lo) DO UPDATE SET "
@@ -294,7 +292,7 @@ def _put(tx: Tx, spec: Spec, lo: str, version: int, rows: Sequence[tuple]) -> No
             len(body),
             zlib.crc32(body),
             len(rows),
-            blob(deflate(body)),
+            tx.blob(deflate(body)),
         ),
     )
 
@@ -332,8 +330,6 @@ def _rewrite(tx: Tx, spec: Spec, lo: str, version: int) -> None:
 
 def update(tx: Tx, spec: Spec) -> int:
     """Bring the stored page to the version now (inside the caller's write transaction); the version."""
-    from pypi.index.shared_pages import _iso
-
     version = int(tx.scalar(spec.version_sql) or 0)
     row = tx.one("SELECT version FROM stored_pages WHERE page = ?", (spec.page,))
     stored = int(row["version"]) if row is not None else None
@@ -353,7 +349,7 @@ def update(tx: Tx, spec: Spec) -> int:
         "INSERT INTO stored_pages (page, version, etag, body, gzip_body, rendered, size) "
         "VALUES (?, ?, '', ?, ?, ?, 0) ON CONFLICT (page) DO UPDATE SET version = excluded.version, "
         "rendered = excluded.rendered",
-        (spec.page, str(version), b"", b"", _iso(time.time())),
+        (spec.page, str(version), b"", b"", iso_time(time.time())),
     )
     return version
 

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pypi.index.db import DatabaseError, Tx
@@ -103,7 +103,6 @@ def gunzipped(data: bytes, block: int = 1 << 20) -> Iterator[bytes]:
 
 def store(tx: Tx, page: str, value: Page) -> None:
     """Insert or replace the stored page."""
-    blob = _blob(tx)
     tx.execute(
         "INSERT INTO stored_pages (page, version, etag, body, gzip_body, rendered, size) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -114,9 +113,9 @@ def store(tx: Tx, page: str, value: Page) -> None:
             page,
             value.version,
             value.etag,
-            blob(value.body),
-            blob(value.gzip),
-            _iso(value.rendered),
+            tx.blob(value.body),
+            tx.blob(value.gzip),
+            iso_time(value.rendered),
             value.length,
         ),
     )
@@ -155,15 +154,7 @@ def store_large(tx: Tx, page: str, value: Page) -> None:
         log.info("could not store %s: %s", page, exc)
 
 
-def _blob(tx: Tx) -> Callable[[bytes], object]:
-    if tx.dialect == "postgresql":
-        import psycopg2
-
-        return psycopg2.Binary
-    return lambda b: b
-
-
-def _iso(epoch: float) -> str:
+def iso_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
 
 
