@@ -71,12 +71,34 @@ def pypi_shape(scale: float) -> Shape:
 # -- building -------------------------------------------------------------------
 
 
+def create_database(url: str) -> bool:
+    """Create the database ``url`` names on its server when it does not exist; whether it did."""
+    import psycopg2
+    from psycopg2 import sql as pgsql
+
+    base, name = url.rsplit("/", 1)
+    name = name.split("?", 1)[0]
+    conn = psycopg2.connect(base + "/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+            return True
+    finally:
+        conn.close()
+
+
 def build(url: str, shape: Shape, log=print) -> float:
     """Fill the migrated, empty database at ``url`` with ``shape``; the seconds it took."""
     import psycopg2
 
     from pypi.index.db import Database
 
+    if create_database(url):
+        log(f"created {url.rsplit('/', 1)[-1]}")
     Database(url).migrate()
     started = time.perf_counter()
     conn = psycopg2.connect(url)
@@ -589,7 +611,7 @@ if __name__ == "__main__":  # python -m benchmarks.scale URL [--scale F]: build 
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale")
-    parser.add_argument("url", help="an empty PostgreSQL database to fill with pypi.org's shape")
+    parser.add_argument("url", help="a PostgreSQL database to fill (empty; created when missing)")
     parser.add_argument("--scale", type=float, default=1.0)
     args = parser.parse_args()
     print(f"built in {build(args.url, pypi_shape(args.scale)):.0f} s")
