@@ -269,20 +269,39 @@ class LocalStorage(Storage):
         _unlink(full + _META_SUFFIX)
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
-        for folder, dirs, files in os.walk(self.root):
-            dirs.sort()
-            for name in sorted(files):
-                if name.startswith(".tmp-") or name.endswith(_META_SUFFIX):
-                    continue
-                full = os.path.join(folder, name)
-                rel = os.path.relpath(full, self.root).replace(os.sep, "/")
-                if not rel.startswith(prefix):
-                    continue
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:
-                    continue
-                yield self._info(rel, full, st)
+        """The objects below ``prefix`` in code-point order of their paths (as S3 and Swift list,
+        and as fsck and migrate-storage walk them), reading only the folders the prefix reaches."""
+        folder, _, start = prefix.rpartition("/")
+        top = os.path.join(self.root, *folder.split("/")) if folder else self.root
+        yield from self._walk(top, folder + "/" if folder else "", start)
+
+    def _walk(self, full_folder: str, rel_folder: str, start: str) -> Iterator[ObjectInfo]:
+        """The objects of one folder whose names begin with ``start``, subfolders included, in
+        path order: a subfolder ``d`` sorts as ``d/``, where all of its paths sort."""
+        try:
+            with os.scandir(full_folder) as scan:
+                entries = [e for e in scan if e.name.startswith(start)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        keyed = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            keyed.append((entry.name + "/" if is_dir else entry.name, is_dir, entry))
+        keyed.sort(key=lambda k: k[0])
+        for key, is_dir, entry in keyed:
+            if is_dir:
+                yield from self._walk(entry.path, rel_folder + key, "")
+                continue
+            if entry.name.startswith(".tmp-") or entry.name.endswith(_META_SUFFIX):
+                continue
+            try:
+                st = os.stat(entry.path)
+            except FileNotFoundError:
+                continue
+            yield self._info(rel_folder + entry.name, entry.path, st)
 
     def _public_url(self, path: str) -> str | None:
         return self.base_url + path if self.base_url else None

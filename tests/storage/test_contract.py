@@ -109,6 +109,31 @@ def test_list_by_prefix(store):
     assert list(store.list("nothing/")) == []
 
 
+def test_list_is_in_path_order_with_files_and_folders_side_by_side(store):
+    # fsck and migrate-storage walk the listing beside the database's path-ordered objects:
+    # a listing out of order costs them a sort of the whole listing in memory.
+    paths = [
+        "packages/ab/z.whl",
+        "packages/ab/c/d.whl",
+        "packages/ab/c-d.whl",
+        "packages/ab/C.whl",
+        "packages/ab/c.whl",
+        "packages/ab/\u00e9.whl",
+        "packages/ab/c/a/b.whl",
+    ]
+    for p in paths:
+        put_bytes(store, p, b"x")
+    listed = [info.path for info in store.list("packages/ab/")]
+    assert listed == sorted(paths)
+    assert [info.path for info in store.list("packages/ab/c")] == sorted(
+        p for p in paths if p.startswith("packages/ab/c")
+    )
+    assert [info.path for info in store.list("packages/ab/c/")] == [
+        "packages/ab/c/a/b.whl",
+        "packages/ab/c/d.whl",
+    ]
+
+
 def test_metadata_object_beside_file(store):
     put_bytes(store, PATH, b"wheel")
     put_bytes(store, PATH + ".metadata", b"Metadata-Version: 2.1\n", content_type="text/plain")
