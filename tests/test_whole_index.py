@@ -156,3 +156,18 @@ def test_a_request_while_another_process_builds_is_answered_from_the_database(
         builder.close()
     assert testapp.get("/simple/").body == html  # the lock free: stored, then served from it
     assert segments(db)
+
+
+def test_plain_gunicorn_with_the_shipped_config_stores_them_in_the_master(config, db, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from pypi import config as config_mod
+
+    add(db, *[f"n{i}" for i in range(5)])
+    monkeypatch.setenv(config_mod.ENV_CONFIG, config_file(tmp_path, config.database.url))
+    monkeypatch.delitem(sys.modules, "pypi.server.gunicorn_conf", raising=False)
+    conf = importlib.import_module("pypi.server.gunicorn_conf")
+    assert not whole_index.stored(db)
+    conf.on_starting(None)  # gunicorn's hook in the master, before it forks the workers
+    assert whole_index.stored(db)
