@@ -41,6 +41,17 @@ def open_database(config: Config, *, migrate: bool = True) -> Database:
     return db
 
 
+def prepare_whole_index(db: Database) -> float:
+    """Store the whole-index pages (pypi.views.whole_index) before any request needs them; the
+    seconds it took. A database error becomes a ConfigError, as opening it does."""
+    from pypi.views import whole_index  # the views' imports: only for the commands that serve
+
+    try:
+        return whole_index.prepare(db)
+    except DatabaseError as exc:
+        raise ConfigError(f"[database] url: could not store the whole-index pages: {exc}") from None
+
+
 def open_storage(config: Config, *, check: bool = True) -> storage.Storage:
     """The storage backend, checked; a bad setting becomes a ConfigError naming the key."""
     try:

@@ -1,10 +1,10 @@
-"""``cloudpypi initdb``: create or migrate the schema."""
+"""``cloudpypi initdb``: create or migrate the schema, and store the whole-index pages."""
 
 from __future__ import annotations
 
 import argparse
 
-from pypi.commands.common import add_config_option, load_config, open_database
+from pypi.commands.common import add_config_option, load_config, open_database, prepare_whole_index
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def initdb(args: argparse.Namespace) -> int:
     db = open_database(config, migrate=False)
     applied = db.migrate()
     version = db.schema_version()
+    prepare_whole_index(db)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
     else:

@@ -8,7 +8,13 @@ import logging
 from collections.abc import Callable
 
 from pypi import config as config_mod
-from pypi.commands.common import add_config_option, load_config, open_database, open_storage
+from pypi.commands.common import (
+    add_config_option,
+    load_config,
+    open_database,
+    open_storage,
+    prepare_whole_index,
+)
 from pypi.commands.purge import open_purger
 from pypi.config import Config
 from pypi.operations import leftovers
@@ -52,7 +58,11 @@ def _served_address(config: Config, args: argparse.Namespace) -> Config:
 def serve(args: argparse.Namespace) -> int:
     config = _served_address(load_config(args), args)
     # Fail fast, before any worker starts: schema migrated, storage reachable, purger valid.
-    open_database(config).close()
+    db = open_database(config)
+    try:
+        prepare_whole_index(db)  # built here once, not by the first request that asks
+    finally:
+        db.close()
     open_storage(config).close()
     open_purger(config).close()
     settings = gunicorn_settings(

@@ -42,7 +42,7 @@ FILE_COLUMNS = (
 def get_project(tx: Tx, name: str) -> Any:
     """The project row for ``name`` (any spelling), or None; ``private`` says whether it is
     private (pypi.index.access), so a view needs no second query to know."""
-    return tx.one(
+    return tx.lookup(
         "SELECT id, name, normalized_name, created, last_serial, "
         "EXISTS (SELECT 1 FROM private_projects v WHERE v.project_id = projects.id) AS private "
         "FROM projects WHERE normalized_name = ?",

@@ -3,9 +3,11 @@
 gunicorn writes a response's status line and headers with one ``sendall`` and
 each body chunk with another, so an index page (a few KB, one chunk) costs two
 system calls and two TCP segments, and the client two wake-ups to read it.
-Here the head is held until the first body bytes and sent with them (when they
-are small: a large chunk, a file sent with ``sendfile``, or a response with no
-body sends the head alone, first). The ``Date`` header is formatted once a
+Here the head is held until the first body bytes and sent with them: joined to
+a small chunk, and beside a large one in one ``sendmsg`` (no copy of the body;
+a 700 KB JSON page leaves in one system call and the client reads head and body
+in one wake-up). A file sent with ``sendfile``, or a response with no body,
+sends the head alone, first. The ``Date`` header is formatted once a
 second, not once a response. Everything else is gunicorn's.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.http import wsgi
 
-#: Body chunks up to this size are sent in the same write as the head (larger ones after it).
+#: Body chunks up to this size are joined to the head (larger ones go beside it, in one sendmsg).
 COALESCE_MAX = 256 * 1024
 
 
@@ -39,9 +41,13 @@ class _HeadFirst:
             self._sock.sendall(data)
         elif len(data) <= COALESCE_MAX:
             self._sock.sendall(head + data)
-        else:
-            self._sock.sendall(head)
-            self._sock.sendall(data)
+        else:  # one system call for both, without copying the body into one buffer with the head
+            sent = self._sock.sendmsg([head, data])
+            if sent < len(head):
+                self._sock.sendall(memoryview(head)[sent:])
+                sent = len(head)
+            if sent - len(head) < len(data):
+                self._sock.sendall(memoryview(data)[sent - len(head) :])
 
     def flush(self) -> None:
         head, self._head = self._head, None

@@ -94,7 +94,7 @@ def _json_head(serial: int) -> bytes:
 
 
 def _spec(fmt: str, public: bool) -> segmented.Spec:
-    suffix = "/public" if public else ""
+    suffix = segmented.PUBLIC_SUFFIX if public else ""
     if fmt == "html":
         return segmented.Spec(
             f"segmented/simple/html{suffix}",
@@ -140,20 +140,32 @@ def index(svc: Services, request: Request) -> Response:
         vis = viewer.visibility(svc, tx)
         serial = journal.last_serial(tx)
         if vis.shared is None:
-            page = svc.renders.get_or_render(
-                ("simple-index", serial, fmt, vis.key),
-                lambda: shared_pages.make_page(
-                    (_render_index_json(tx, serial, vis) if fmt == "json" else _render_index_html(tx, vis)),
-                    str(serial),
-                ),
-            )
-            return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
+            return _rendered_index(svc, request, tx, vis, serial, content_type)
         version = serial if fmt == "json" else int(_name_set(tx))
     spec = SPECS[fmt, vis.shared == access.PUBLIC_ONLY]
-    held = svc.segments.get(spec, version, max_age=JSON_INDEX_MAX_AGE if fmt == "json" else 0.0)
+    try:
+        held = svc.segments.get(spec, version, max_age=JSON_INDEX_MAX_AGE if fmt == "json" else 0.0)
+    except segmented.Busy:  # another process is building the deployment's copy: render this one
+        with svc.db.reading() as tx:
+            return _rendered_index(svc, request, tx, vis, journal.last_serial(tx), content_type)
     if fmt == "json":
         serial = held.version
     return _response(request, held, content_type, serial, [cache_keys.INDEX_KEY])
+
+
+def _rendered_index(
+    svc: Services, request: Request, tx, vis: access.Visibility, serial: int, content_type: str
+) -> Response:
+    """/simple/ rendered for what ``vis`` shows, kept in this process's render cache by serial."""
+    fmt = FORMATS[content_type]
+    page = svc.renders.get_or_render(
+        ("simple-index", serial, fmt, vis.key),
+        lambda: shared_pages.make_page(
+            (_render_index_json(tx, serial, vis) if fmt == "json" else _render_index_html(tx, vis)),
+            str(serial),
+        ),
+    )
+    return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
 
 
 _INDEX_SQL = "SELECT name, normalized_name, last_serial FROM projects ORDER BY normalized_name"

@@ -22,7 +22,7 @@ from xml.parsers.expat import ExpatError
 from webob import Request, Response
 
 from cdn import policy
-from pypi.index import access, cache_keys, journal, packages
+from pypi.index import access, cache_keys, journal, packages, segmented
 from pypi.index.db import Tx
 from pypi.index.packages import latest_release
 from pypi.services import Services
@@ -101,7 +101,10 @@ def rpc(svc: Services, request: Request) -> Response:
         with svc.db.reading() as tx:
             shared = _visibility(svc, tx).shared
         if shared is not None and method in xmlrpc_lists.SHARED:  # the whole index: kept for all
-            return _shared_list(svc, request, method, public=shared == access.PUBLIC_ONLY)
+            try:
+                return _shared_list(svc, request, method, public=shared == access.PUBLIC_ONLY)
+            except segmented.Busy:  # another process is building the deployment's copy
+                pass  # answered from the database below
         if shared != access.EVERYTHING:
             writer = None  # private projects hidden from this caller: the filtering methods answer
     with svc.db.transaction() as tx:

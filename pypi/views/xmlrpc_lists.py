@@ -100,7 +100,7 @@ def _serial_entries(rows: Sequence[tuple]) -> str:
 
 
 def _spec(method: str, public: bool) -> segmented.Spec:
-    page = f"segmented/xmlrpc/{method}" + ("/public" if public else "")
+    page = f"segmented/xmlrpc/{method}" + (segmented.PUBLIC_SUFFIX if public else "")
     if method == "list_packages":
         head, tail = HEAD + "<value><array><data>\n", "</data></array></value>\n" + TAIL
         return segmented.Spec(page, _name_entries, lambda _v: head.encode(), tail.encode(), public=public)
