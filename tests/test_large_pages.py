@@ -97,3 +97,23 @@ def test_a_session_that_lost_its_statements_looks_up_unprepared(db_url, db, big)
         assert dict(packages.get_project(tx, "big")) == expected
         assert tx.conn.prepared is None  # never again on this connection
         assert dict(packages.get_project(tx, "big")) == expected
+
+
+def test_a_lookup_whose_columns_a_migration_changed_runs_unprepared(db_url, db):
+    """A prepared plan whose result type changed under it ("cached plan must not change result
+    type") falls back to the statement itself, on that connection for good."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's prepared statements")
+    sql = "SELECT * FROM lookup_probe WHERE id = ?"
+    with db.transaction(write=True) as tx:
+        tx.execute("CREATE TABLE lookup_probe (id integer PRIMARY KEY, label text)")
+        tx.execute("INSERT INTO lookup_probe VALUES (1, 'one')")
+    with db.reading() as tx:
+        assert dict(tx.lookup(sql, (1,))) == {"id": 1, "label": "one"}
+        conn = tx.conn
+    with db.transaction(write=True) as tx:
+        tx.execute("ALTER TABLE lookup_probe ADD COLUMN extra text DEFAULT 'x'")
+    with db.reading() as tx:
+        assert tx.conn is conn  # the same session, with the old plan prepared
+        assert dict(tx.lookup(sql, (1,))) == {"id": 1, "label": "one", "extra": "x"}
+        assert tx.conn.prepared is None

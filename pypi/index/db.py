@@ -131,9 +131,11 @@ class Tx:
             args = f" ({', '.join('?' * len(params))})" if params else ""
             return self.one(f"EXECUTE {name}{args}", params)
         except DatabaseError as exc:
-            if _pgcode(exc) != "26000":
+            # 26000 invalid_sql_statement_name: not one session throughout (a pooler);
+            # 0A000 "cached plan must not change result type": a migration changed the columns.
+            if _pgcode(exc) not in ("26000", "0A000"):
                 raise
-            self.conn.prepared = None  # invalid_sql_statement_name: not one session throughout
+            self.conn.prepared = None
             return self.one(sql, params)
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
