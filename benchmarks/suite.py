@@ -124,8 +124,8 @@ class Suite:
         self.results["meta"]["elapsed_s"] = time.monotonic() - self.log.started
         return report.write(self.results, stamp)
 
-    def _uploads(self, server: Server, record: dict, data: Dataset) -> None:
-        for key, label in (("bench-big", "200mb"), ("bench-huge", "1gib")):
+    def _uploads(self, server: Server, record: dict, data: Dataset, *, huge: bool = True) -> None:
+        for key, label in (("bench-big", "200mb"), ("bench-huge", "1gib"))[: 2 if huge else 1]:
             for i, path in enumerate(data.large.get(key, [])):
                 self.quiet(record, f"upload {label} #{i + 1}")
                 result = self._step(
@@ -240,6 +240,19 @@ class Suite:
         with servers.started("twine-floor", servers.start_floor) as server:
             record["notes"] = list(server.notes)
             self._uploads(server, record, data)
+        for key in list(record["metrics"]):
+            if key.endswith("_rss_mb"):
+                del record["metrics"][key]
+        if any(name.endswith("-s3") for name in self.results["meta"]["selected"]):
+            self.s3_floor(data)
+
+    def s3_floor(self, data: Dataset) -> None:
+        """twine against an endpoint that streams the raw body into moto: what S3 on moto costs alone."""
+        self.log(f"== {report.S3_FLOOR}")
+        record = self._record(report.S3_FLOOR, "limit")
+        with servers.started(report.S3_FLOOR, servers.start_s3_floor) as server:
+            record["notes"] = list(server.notes)
+            self._uploads(server, record, data, huge=False)
         for key in list(record["metrics"]):
             if key.endswith("_rss_mb"):
                 del record["metrics"][key]
