@@ -129,3 +129,13 @@ def test_a_streamed_s3_upload_reads_the_spool_only_to_send_its_parts(
     # sign its SHA-256 on a plain-http endpoint (moto here; over https with a checksum it does
     # not): never more than that.
     assert size <= parts["bytes"] <= 2 * size, (parts["bytes"], size)
+
+
+def test_an_upload_logs_where_its_time_went(testapp, users, tmp_path, caplog):
+    wheel = make_wheel(str(tmp_path), "timed", "1.0")
+    with caplog.at_level("INFO", logger="pypi.views.upload"):
+        upload(testapp, wheel, name="timed", version="1.0")
+    [line] = [r.getMessage() for r in caplog.records if "timed-1.0" in r.getMessage()]
+    assert f"({os.path.getsize(wheel)} bytes)" in line
+    for step in ("body received in", "checks", "store", "commit"):
+        assert step in line
