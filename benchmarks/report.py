@@ -38,6 +38,9 @@ METRICS = [
     Metric("upload_200mb_added_s", "  added over twine's floor", "s", False, "", 2),
     Metric("upload_200mb_over_s3_floor_s", "  added over the S3-on-moto floor", "s", False, "", 2),
     Metric("upload_200mb_rss_mb", "  server peak RSS", "MB", False),
+    Metric("upload_200mb_client_cpu_s", "  twine's CPU time (s)", "s", False, "floor", 2),
+    Metric("upload_200mb_server_cpu_s", "  server's CPU time (s)", "s", False, "floor", 2),
+    Metric("upload_200mb_services_cpu_s", "  moto's CPU time (s; the store, same cores)", "s", False, "", 2),
     Metric("upload_1gib_s", "twine upload 1 GiB wheel, wall", "s", False, "floor", 2),
     Metric("upload_1gib_added_s", "  added over twine's floor", "s", False, "", 2),
     Metric("upload_1gib_rss_mb", "  server peak RSS", "MB", False),
@@ -45,6 +48,8 @@ METRICS = [
     Metric("load_small_s", "load 1,000 small wheels (4 uploaders at once)", "s", False, "", 1),
 ]
 BY_KEY = {m.key: m for m in METRICS}
+#: (label, key) of the CPU times an upload records: twine, the server (or floor), its services.
+CPU_SIDES = (("twine", "client"), ("the relay", "server"), ("moto", "services"))
 #: The limit record of twine against an endpoint that streams the raw body into moto (benchmarks.floor).
 S3_FLOOR = "s3-floor"
 #: (metric, lower-level test, threshold, description)
@@ -259,7 +264,8 @@ def markdown(results: dict, table: dict, targets: list[dict]) -> str:
 def _s3_floor_lines(results: dict) -> list[str]:
     """What the S3-on-moto floor costs over twine's: moto's share of an S3 upload, on the same cores."""
     servers = results["servers"]
-    s3 = servers.get(S3_FLOOR, {}).get("metrics", {}).get("upload_200mb_s")
+    metrics = servers.get(S3_FLOOR, {}).get("metrics", {})
+    s3 = metrics.get("upload_200mb_s")
     twine = servers.get("twine-floor", {}).get("metrics", {}).get("upload_200mb_s")
     if not s3:
         return []
@@ -273,6 +279,10 @@ def _s3_floor_lines(results: dict) -> list[str]:
             "share (it runs on the same cores; a real S3 spends none of this machine's CPU). A server on "
             "S3 is compared with it in the row 'added over the S3-on-moto floor'."
         )
+    cpu = [(what, metrics.get(f"upload_200mb_{key}_cpu_s")) for what, key in CPU_SIDES]
+    shown = [f"{what} {statistics.median(v):.2f} s" for what, v in cpu if v]
+    if shown:
+        line += f" CPU time in it: {', '.join(shown)}."
     return [line]
 
 

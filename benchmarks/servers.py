@@ -57,6 +57,9 @@ class Server:
     uploader: Callable[[list[str]], object] | None = None
     #: twine processes (or uploader calls) running at once in ``load``.
     loaders: int = LOADERS
+    #: PIDs of the services the server needs on this machine (moto): their CPU time is measured
+    #: during uploads, their memory is not counted.
+    services: list[int] = field(default_factory=list)
 
     def project_url(self, name: str = BENCH_PROJECT) -> str:
         return f"{self.simple_url}{name}/"
@@ -228,7 +231,7 @@ def start_cloudpypi_pg_s3(name: str, folder: str) -> Server:
             "access_key_id": moto.access_key_id,
             "secret_access_key": moto.secret_access_key,
         }
-        return _cloudpypi(
+        server = _cloudpypi(
             name,
             folder,
             database=database,
@@ -236,6 +239,8 @@ def start_cloudpypi_pg_s3(name: str, folder: str) -> Server:
             cleanup=cleanup,
             notes=["moto's server (the object store) is not counted in the server's RSS"],
         )
+        server.services.append(moto.process.pid)
+        return server
     except BaseException:
         _run_all(cleanup)
         raise
@@ -532,6 +537,7 @@ def start_s3_floor(name: str, folder: str) -> Server:
         [proc],
         [moto.close],
         ["the raw body streamed to moto as a multipart upload (8 MiB parts, 4 in flight), then completed"],
+        services=[moto.process.pid],
     )
 
 

@@ -135,10 +135,16 @@ class Suite:
                     continue
                 record["metrics"].setdefault(f"upload_{label}_s", []).append(result.seconds)
                 record["metrics"].setdefault(f"upload_{label}_rss_mb", []).append(result.peak_rss_mb)
+                for side in ("client", "server", "services"):
+                    value = getattr(result, f"{side}_cpu_s")
+                    record["metrics"].setdefault(f"upload_{label}_{side}_cpu_s", []).append(value)
                 record.setdefault("rss_before_upload_mb", []).append(result.rss_before_mb)
                 self.log(
                     f"  upload {label} #{i + 1}: {result.seconds:.2f} s, peak RSS "
-                    f"{result.peak_rss_mb:.0f} MB (before {result.rss_before_mb:.0f} MB)"
+                    f"{result.peak_rss_mb:.0f} MB (before {result.rss_before_mb:.0f} MB); CPU s: twine "
+                    f"{result.client_cpu_s:.2f}, server {result.server_cpu_s:.2f}"
+                    + (f", moto {result.services_cpu_s:.2f}" if server.services else "")
+                    + f"; load {measure.loadavg():.1f}"
                 )
 
     def _wrk(self, record: dict, prefix: str, url: str) -> None:
