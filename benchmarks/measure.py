@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import threading
 import time
 import urllib.request
@@ -148,24 +149,54 @@ class PeakRSS:
         self.peak_mb = sum(self.peak_by_pid.values()) / 1024
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(roots: Iterable[int]) -> float:
+    """User + system CPU seconds so far of the live processes in the trees under ``roots``."""
+    total = 0
+    for pid in (p for r in roots for p in tree(r)):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _TICK
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # -- uploads and downloads -------------------------------------------------------
 @dataclass
 class UploadResult:
     seconds: float
     peak_rss_mb: float
     rss_before_mb: float
+    #: CPU seconds during the upload: twine's, the server's processes', its services' (moto).
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    services_cpu_s: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def timed_upload(server: Server, path: str) -> UploadResult:
-    """Wall time of one ``twine upload`` of ``path``, and the server's peak RSS meanwhile."""
-    with PeakRSS(p.pid for p in server.measured) as peak:
+    """Wall time of one ``twine upload`` of ``path``, the server's peak RSS meanwhile, and the CPU
+    time each side spent (the measure that load on the shared cores disturbs least)."""
+    roots = [p.pid for p in server.measured]
+    with PeakRSS(roots) as peak:
+        client, own, services = _children_cpu(), cpu_seconds(roots), cpu_seconds(server.services)
         started = time.perf_counter()
         twine(server, [path], timeout=1200)
         seconds = time.perf_counter() - started
-    return UploadResult(seconds, peak.peak_mb, peak.before_mb)
+        client = _children_cpu() - client
+        own, services = cpu_seconds(roots) - own, cpu_seconds(server.services) - services
+    return UploadResult(seconds, peak.peak_mb, peak.before_mb, client, own, services)
 
 
 def download_mbps(url: str, *, times: int = 5, timeout: float = 600) -> float:

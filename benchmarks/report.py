@@ -36,7 +36,11 @@ METRICS = [
     Metric("fresh_of_20", "just-uploaded file listed (of 20 GETs)", "", True),
     Metric("upload_200mb_s", "twine upload 200 MB wheel, wall", "s", False, "floor", 2),
     Metric("upload_200mb_added_s", "  added over twine's floor", "s", False, "", 2),
+    Metric("upload_200mb_over_s3_floor_s", "  added over the S3-on-moto floor", "s", False, "", 2),
     Metric("upload_200mb_rss_mb", "  server peak RSS", "MB", False),
+    Metric("upload_200mb_client_cpu_s", "  twine's CPU time (s)", "s", False, "floor", 2),
+    Metric("upload_200mb_server_cpu_s", "  server's CPU time (s)", "s", False, "floor", 2),
+    Metric("upload_200mb_services_cpu_s", "  moto's CPU time (s; the store, same cores)", "s", False, "", 2),
     Metric("upload_1gib_s", "twine upload 1 GiB wheel, wall", "s", False, "floor", 2),
     Metric("upload_1gib_added_s", "  added over twine's floor", "s", False, "", 2),
     Metric("upload_1gib_rss_mb", "  server peak RSS", "MB", False),
@@ -44,6 +48,10 @@ METRICS = [
     Metric("load_small_s", "load 1,000 small wheels (4 uploaders at once)", "s", False, "", 1),
 ]
 BY_KEY = {m.key: m for m in METRICS}
+#: (label, key) of the CPU times an upload records: twine, the server (or floor), its services.
+CPU_SIDES = (("twine", "client"), ("the relay", "server"), ("moto", "services"))
+#: The limit record of twine against an endpoint that streams the raw body into moto (benchmarks.floor).
+S3_FLOOR = "s3-floor"
 #: (metric, lower-level test, threshold, description)
 TARGETS = [
     ("simple_project_rps", "ratio_peer>=", 3.0, "/simple/<project>/ ≥ 3× the best peer's req/s"),
@@ -62,19 +70,26 @@ def stats(samples: list[float]) -> dict | None:
 
 
 def derive(results: dict) -> None:
-    """Add the 'added over the floor' figures from the uploads and the floor's median."""
+    """Add the 'added over the floor' figures from the uploads and the floors' medians.
+
+    Every server's uploads are compared with twine's floor; those of a server that
+    stores in S3 (``-s3`` in its name) with the S3-on-moto floor too.
+    """
     floor = results["servers"].get("twine-floor", {}).get("metrics", {})
+    s3_floor = results["servers"].get(S3_FLOOR, {}).get("metrics", {})
     for size in ("200mb", "1gib"):
         base = floor.get(f"upload_{size}_s")
-        if not base:
-            continue
-        base_median = statistics.median(base)
+        s3_base = s3_floor.get(f"upload_{size}_s")
         for name, server in results["servers"].items():
             if name == "twine-floor":
                 continue
             samples = server.get("metrics", {}).get(f"upload_{size}_s")
-            if samples:
+            if samples and base:
+                base_median = statistics.median(base)
                 server["metrics"][f"upload_{size}_added_s"] = [s - base_median for s in samples]
+            if samples and s3_base and name.endswith("-s3"):
+                s3_median = statistics.median(s3_base)
+                server["metrics"][f"upload_{size}_over_s3_floor_s"] = [s - s3_median for s in samples]
 
 
 def build_table(results: dict) -> dict:
@@ -192,6 +207,7 @@ def markdown(results: dict, table: dict, targets: list[dict]) -> str:
         f"({' · '.join(ours)}); for req/s and MB/s higher is better, for ms, s and MB lower is better.",
         "- limit: nginx serving the same page / file as a static file; for uploads, twine against an "
         "endpoint that discards the body (twine's own time).",
+        *_s3_floor_lines(results),
         "",
     ]
     head = ["", *ours, *peers, "limit", "best peer", "CloudPyPI / best peer", "CloudPyPI / limit"]
@@ -243,6 +259,31 @@ def markdown(results: dict, table: dict, targets: list[dict]) -> str:
         if busy:
             lines.append(f"- {name}: other processes were busy during {len(busy)} samples, e.g. {busy[0]}")
     return "\n".join(lines) + "\n"
+
+
+def _s3_floor_lines(results: dict) -> list[str]:
+    """What the S3-on-moto floor costs over twine's: moto's share of an S3 upload, on the same cores."""
+    servers = results["servers"]
+    metrics = servers.get(S3_FLOOR, {}).get("metrics", {})
+    s3 = metrics.get("upload_200mb_s")
+    twine = servers.get("twine-floor", {}).get("metrics", {}).get("upload_200mb_s")
+    if not s3:
+        return []
+    line = (
+        f"- S3-on-moto floor: twine against an endpoint that streams the raw body (not parsed, hashed "
+        f"or spooled) into moto as a multipart upload: 200 MB in {statistics.median(s3):.2f} s"
+    )
+    if twine:
+        line += (
+            f", {statistics.median(s3) - statistics.median(twine):.2f} s over twine's floor: moto's own "
+            "share (it runs on the same cores; a real S3 spends none of this machine's CPU). A server on "
+            "S3 is compared with it in the row 'added over the S3-on-moto floor'."
+        )
+    cpu = [(what, metrics.get(f"upload_200mb_{key}_cpu_s")) for what, key in CPU_SIDES]
+    shown = [f"{what} {statistics.median(v):.2f} s" for what, v in cpu if v]
+    if shown:
+        line += f" CPU time in it: {', '.join(shown)}."
+    return [line]
 
 
 def write(results: dict, stamp: str) -> tuple[str, str, str]:

@@ -36,6 +36,8 @@ TWINE = os.path.join(os.path.dirname(sys.executable), "twine")
 USER, PASSWORD = "bench", "bench-password"
 #: Concurrent twine processes used to load the small wheels.
 LOADERS = 4
+#: The bucket of the servers on moto's S3.
+BUCKET = "cloudpypi-bench"
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Server:
     uploader: Callable[[list[str]], object] | None = None
     #: twine processes (or uploader calls) running at once in ``load``.
     loaders: int = LOADERS
+    #: PIDs of the services the server needs on this machine (moto): their CPU time is measured
+    #: during uploads, their memory is not counted.
+    services: list[int] = field(default_factory=list)
 
     def project_url(self, name: str = BENCH_PROJECT) -> str:
         return f"{self.simple_url}{name}/"
@@ -226,7 +231,7 @@ def start_cloudpypi_pg_s3(name: str, folder: str) -> Server:
             "access_key_id": moto.access_key_id,
             "secret_access_key": moto.secret_access_key,
         }
-        return _cloudpypi(
+        server = _cloudpypi(
             name,
             folder,
             database=database,
@@ -234,6 +239,8 @@ def start_cloudpypi_pg_s3(name: str, folder: str) -> Server:
             cleanup=cleanup,
             notes=["moto's server (the object store) is not counted in the server's RSS"],
         )
+        server.services.append(moto.process.pid)
+        return server
     except BaseException:
         _run_all(cleanup)
         raise
@@ -493,6 +500,44 @@ def start_floor(name: str, folder: str) -> Server:
         [proc],
         [],
         ["reads the body in 1 MiB blocks and discards it"],
+    )
+
+
+def start_s3_floor(name: str, folder: str) -> Server:
+    """The S3 floor: an endpoint that streams the raw body into moto as a multipart upload."""
+    from tests.services.moto_s3 import MotoServer
+
+    moto = MotoServer().start()
+    try:
+        client = moto.client()
+        client.create_bucket(Bucket=BUCKET)
+        client.close()
+        port = free_port()
+        proc = spawn(
+            name,
+            [sys.executable, "-m", "benchmarks.floor", str(port), "--s3", moto.endpoint_url, BUCKET],
+            log_dir=folder,
+            cwd=ROOT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/", proc, timeout=30)
+        except ProcessError:
+            stop(proc)
+            raise
+    except BaseException:
+        moto.close()
+        raise
+    return Server(
+        name,
+        "limit",
+        url,
+        url + "/legacy/",
+        url + "/simple/",
+        [proc],
+        [moto.close],
+        ["the raw body streamed to moto as a multipart upload (8 MiB parts, 4 in flight), then completed"],
+        services=[moto.process.pid],
     )
 
 

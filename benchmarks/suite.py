@@ -124,8 +124,8 @@ class Suite:
         self.results["meta"]["elapsed_s"] = time.monotonic() - self.log.started
         return report.write(self.results, stamp)
 
-    def _uploads(self, server: Server, record: dict, data: Dataset) -> None:
-        for key, label in (("bench-big", "200mb"), ("bench-huge", "1gib")):
+    def _uploads(self, server: Server, record: dict, data: Dataset, *, huge: bool = True) -> None:
+        for key, label in (("bench-big", "200mb"), ("bench-huge", "1gib"))[: 2 if huge else 1]:
             for i, path in enumerate(data.large.get(key, [])):
                 self.quiet(record, f"upload {label} #{i + 1}")
                 result = self._step(
@@ -135,10 +135,16 @@ class Suite:
                     continue
                 record["metrics"].setdefault(f"upload_{label}_s", []).append(result.seconds)
                 record["metrics"].setdefault(f"upload_{label}_rss_mb", []).append(result.peak_rss_mb)
+                for side in ("client", "server", "services"):
+                    value = getattr(result, f"{side}_cpu_s")
+                    record["metrics"].setdefault(f"upload_{label}_{side}_cpu_s", []).append(value)
                 record.setdefault("rss_before_upload_mb", []).append(result.rss_before_mb)
                 self.log(
                     f"  upload {label} #{i + 1}: {result.seconds:.2f} s, peak RSS "
-                    f"{result.peak_rss_mb:.0f} MB (before {result.rss_before_mb:.0f} MB)"
+                    f"{result.peak_rss_mb:.0f} MB (before {result.rss_before_mb:.0f} MB); CPU s: twine "
+                    f"{result.client_cpu_s:.2f}, server {result.server_cpu_s:.2f}"
+                    + (f", moto {result.services_cpu_s:.2f}" if server.services else "")
+                    + f"; load {measure.loadavg():.1f}"
                 )
 
     def _wrk(self, record: dict, prefix: str, url: str) -> None:
@@ -240,6 +246,19 @@ class Suite:
         with servers.started("twine-floor", servers.start_floor) as server:
             record["notes"] = list(server.notes)
             self._uploads(server, record, data)
+        for key in list(record["metrics"]):
+            if key.endswith("_rss_mb"):
+                del record["metrics"][key]
+        if any(name.endswith("-s3") for name in self.results["meta"]["selected"]):
+            self.s3_floor(data)
+
+    def s3_floor(self, data: Dataset) -> None:
+        """twine against an endpoint that streams the raw body into moto: what S3 on moto costs alone."""
+        self.log(f"== {report.S3_FLOOR}")
+        record = self._record(report.S3_FLOOR, "limit")
+        with servers.started(report.S3_FLOOR, servers.start_s3_floor) as server:
+            record["notes"] = list(server.notes)
+            self._uploads(server, record, data, huge=False)
         for key in list(record["metrics"]):
             if key.endswith("_rss_mb"):
                 del record["metrics"][key]

@@ -6,6 +6,7 @@ pypi.org's wording where it has one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -197,14 +198,21 @@ def _check_ratio(inflated: int, compressed: int) -> None:
         )
 
 
-def _open_zip(path: str, filename: str) -> zipfile.ZipFile:
+@contextlib.contextmanager
+def _open_zip(path: str, filename: str) -> Iterator[zipfile.ZipFile]:
     """The zip, once its end record says it has at most MAX_MEMBERS members: ZipFile builds
-    every member's header in memory, so a zip of millions of empty members is refused first."""
+    every member's header in memory, so a zip of millions of empty members is refused first.
+
+    One open file serves the end record, the central directory and the members read:
+    nothing else of the archive is read (a 200 MB wheel costs its central directory and
+    METADATA, not a pass over its bytes).
+    """
     with open(path, "rb") as f:
         end = zipfile._EndRecData(f)  # type: ignore[attr-defined]  # stable since Python 2
-    if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # type: ignore[attr-defined]
-        raise InvalidFile(f"Invalid distribution file. {filename} has more than {MAX_MEMBERS} members.")
-    return zipfile.ZipFile(path)
+        if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # type: ignore[attr-defined]
+            raise InvalidFile(f"Invalid distribution file. {filename} has more than {MAX_MEMBERS} members.")
+        with zipfile.ZipFile(f) as zf:
+            yield zf
 
 
 def _zip_members(zf: zipfile.ZipFile, path: str, filename: str) -> list[zipfile.ZipInfo]:

@@ -23,8 +23,9 @@ import hmac
 import io
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -73,6 +74,8 @@ class UploadResult:
     #: False when the identical file was already there (a retried upload).
     created: bool
     serial: int
+    #: Seconds spent in each step (``checks``, ``store``, ``commit``), for the upload's log line.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def check_protocol(form: Form) -> None:
@@ -246,6 +249,7 @@ class Uploader:
 
     def upload(self, user: User, form: Form, *, via: str = "") -> UploadResult:
         """:action=file_upload. The form's spool is the caller's to close."""
+        started = time.monotonic()
         check_protocol(form)
         meta = metadata_of(form)
         spooled = check_upload_form(form, meta)
@@ -263,7 +267,9 @@ class Uploader:
                     raise UploadError(400, "Only one sdist may be uploaded per release.")
         metadata_bytes = check_contents(spooled, filetype, meta)
 
+        checked = time.monotonic()
         stored = self._store(path, spooled, metadata_bytes, meta, form.stream)
+        timings = {"checks": checked - started, "store": time.monotonic() - checked}
         try:
             with self.db.transaction(write=True) as tx:
                 change = self._commit(tx, user, form, meta, spooled, path, metadata_bytes, via)
@@ -298,8 +304,9 @@ class Uploader:
                     ) from None
                 raise UploadError(503, f"Database unavailable, nothing was stored: {exc}") from None
             raise
+        timings["commit"] = time.monotonic() - checked - timings["store"]
         self._committed()
-        return UploadResult(spooled.filename, path, True, int(change.serial or 0))
+        return UploadResult(spooled.filename, path, True, int(change.serial or 0), timings)
 
     def register(self, user: User, form: Form) -> int:
         """:action=submit: create the project and release, or update the release's metadata."""

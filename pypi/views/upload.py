@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from webob import Request, Response
 
@@ -55,6 +56,7 @@ def legacy(svc: Services, request: Request) -> Response:
     length = request.content_length
     if length is not None and length > limit + FORM_OVERHEAD:
         return error(413, f"File too large. Limit for uploads is {limit} bytes.")
+    started = time.monotonic()
     try:
         form = _urlencoded(request) or read_form(
             request.body_file_raw.read if length is not None else request.body_file.read,
@@ -67,11 +69,22 @@ def legacy(svc: Services, request: Request) -> Response:
         )
     except FormError as exc:
         return error(exc.status, exc.message)
+    received = time.monotonic() - started
     try:
         action = form.get(":action")
         via = request.user_agent or ""
         if action == "file_upload":
             result = svc.uploader.upload(user, form, via=via)
+            if result.timings and form.file is not None:
+                # Where an upload's time goes (the file reached the store while it arrived).
+                log.info(
+                    "upload of %s (%d bytes): body received in %.3f s, checks %.3f s, store %.3f s, "
+                    "commit %.3f s",
+                    result.filename,
+                    form.file.size,
+                    received,
+                    *(result.timings.get(k, 0.0) for k in ("checks", "store", "commit")),
+                )
             response = Response(
                 body=b"OK\n" if result.created else b"OK (this file was already uploaded)\n",
                 content_type="text/plain",
