@@ -170,3 +170,111 @@ def test_proxied_release_metadata_comes_from_the_pulled_file(tmp_path, db_url, t
         assert app.get("/pypi/tree-one/json").json["info"]["summary"] == info["summary"]
     finally:
         db.close()
+
+
+def _storage_opened_in(pids_file):
+    """An ``open_store`` for Mirror that notes the process opening it (a worker's pid)."""
+    from pypi.commands.common import open_storage
+
+    def open_store(config):
+        with open(pids_file, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return open_storage(config)
+
+    return open_store
+
+
+def test_mirror_worker_processes_store_and_this_process_commits(tmp_path, db_url, tree):
+    """With ``processes``, forked workers download, verify and store (each its own store and
+    connection); the parent commits the rows, journal and purges, as with threads."""
+    from pypi.commands.common import open_storage
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    db = Database(config.database.url)
+    store = open_storage(config)
+    pids = tmp_path / "pids"
+    opener = _storage_opened_in(pids)
+    try:
+        report = Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            jobs=2,
+            processes=2,
+            open_store=lambda: opener(config),
+        ).run()
+        assert report.ok and report.added == 2, report.summary()
+        workers = {int(p) for p in pids.read_text().split()}
+        assert workers and os.getpid() not in workers
+        with db.transaction() as tx:
+            files = tx.all("SELECT path, sha256_digest FROM files")
+            actions = [r["action"] for r in tx.all("SELECT action FROM journal ORDER BY id")]
+        assert len(files) == 2 and actions[0] == "create"
+        for f in files:
+            with store.open(f["path"]) as data:
+                assert hashlib.sha256(data.read()).hexdigest() == f["sha256_digest"]
+        again = Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            processes=2,
+            open_store=lambda: opener(config),
+        ).run()
+        assert again.ok and again.added == 0
+    finally:
+        store.close()
+        db.close()
+
+
+def test_a_mirror_stopped_between_store_and_commit_leaves_only_orphans(tmp_path, db_url, tree, monkeypatch):
+    """The workers stored a project's files, then the run stops before its rows are committed:
+    no row exists without its object, fsck lists the stored objects as orphans, and the next
+    run commits them (downloading again) and leaves fsck clean."""
+    from pypi.cli import main
+    from pypi.commands.common import open_storage
+    from tests.services.live_server import write_config
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    ini = write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": db_url},
+            "storage": {"backend": "local"},
+        },
+    )
+    db = Database(config.database.url)
+    store = open_storage(config)
+    opener = _storage_opened_in(tmp_path / "pids")
+
+    def mirror():
+        return Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            processes=2,
+            open_store=lambda: opener(config),
+        )
+
+    def stopped(self, *args):
+        raise KeyboardInterrupt  # as if the process were stopped right before the commit
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(Mirror, "_commit", stopped)
+            with pytest.raises(KeyboardInterrupt):
+                mirror().run()
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM files") == 0
+        stored = [o.path for o in store.list("packages/")]
+        assert any(p.endswith(".whl") for p in stored) and any(p.endswith(".tar.gz") for p in stored)
+        assert main(["fsck", "--config", ini]) == 1
+        report = mirror().run()
+        assert report.ok and report.added == 2, report.summary()
+        assert main(["fsck", "--config", ini]) == 0
+    finally:
+        store.close()
+        db.close()
