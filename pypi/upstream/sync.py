@@ -37,6 +37,8 @@ from pypi.upstream.fetch import fetch_and_store
 from pypi.upstream.filters import Filters
 
 BY = "mirror"
+#: Projects per worker process queued or waiting for their commit (see _sync_in_processes).
+WINDOW = 16
 
 
 @dataclass
@@ -221,7 +223,8 @@ class Mirror:
         project at a time with its own connection and store; this process reads what each
         project has before, and commits each project's rows when its worker is done. Worker
         processes share no interpreter lock: 8 threads of one process spent more time handing
-        that lock over than working. At most 4 projects per process are waiting at once."""
+        that lock over than working. At most WINDOW projects per process are
+        queued or waiting for their commit at once (a busy parent does not stall the workers)."""
         total, done = len(todo), 0
         pool = ProcessPoolExecutor(
             self.processes,
@@ -255,7 +258,7 @@ class Mirror:
                     continue
                 normalized, origin, existing = prepared
                 running[pool.submit(_worker_download, normalized, existing)] = (normalized, serial, origin)
-                while len(running) >= 4 * self.processes:
+                while len(running) >= WINDOW * self.processes:
                     for future in wait(running, return_when=FIRST_COMPLETED).done:
                         finish(future)
             while running:
