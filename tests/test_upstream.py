@@ -278,3 +278,80 @@ def test_a_mirror_stopped_between_store_and_commit_leaves_only_orphans(tmp_path,
     finally:
         store.close()
         db.close()
+
+
+class _Recording:
+    """A tiny HTTP/1.1 server on 127.0.0.1 noting each request's path, Authorization header
+    and client port; ``routes``: path -> (status, headers, body); ``drop``: close every
+    connection after its answer without saying so (as a server whose keep-alive timed out)."""
+
+    def __init__(self, routes, *, drop=False):
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                seen.append((self.path, self.headers.get("Authorization"), self.client_address[1]))
+                status, headers, body = routes[self.path]
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = drop
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_client_keeps_connections_and_sends_credentials_only_to_upstreams_host():
+    from pypi.upstream.client import UpstreamClient
+
+    elsewhere = _Recording({"/file": (200, {}, b"file bytes")})
+    upstream = _Recording(
+        {
+            "/simple/page/": (200, {}, b"page"),
+            "/simple/moved": (302, {"Location": elsewhere.url + "/file"}, b"moved"),
+        }
+    )
+    try:
+        client = UpstreamClient(upstream.url + "/simple/", username="u", password="secret", connections=1)
+        assert client.fetch_bytes(upstream.url + "/simple/page/") == b"page"
+        assert client.fetch_bytes(upstream.url + "/simple/page/") == b"page"
+        assert client.fetch_bytes(upstream.url + "/simple/moved") == b"file bytes"
+        (p1, auth1, port1), (p2, auth2, port2), (p3, auth3, _port3) = upstream.seen
+        assert auth1 and auth1 == auth2 == auth3 and auth1.startswith("Basic ")
+        assert port1 == port2  # the second request went on the kept connection
+        [(path, auth, _port)] = elsewhere.seen
+        assert path == "/file" and auth is None  # the redirect left upstream's host: no credentials
+        client.close()
+    finally:
+        upstream.stop()
+        elsewhere.stop()
+
+
+def test_client_retries_once_on_a_kept_connection_the_server_closed():
+    from pypi.upstream.client import UpstreamClient
+
+    upstream = _Recording({"/simple/a/": (200, {}, b"a"), "/simple/b/": (200, {}, b"b")}, drop=True)
+    try:
+        client = UpstreamClient(upstream.url + "/simple/", connections=1)
+        assert client.fetch_bytes(upstream.url + "/simple/a/") == b"a"
+        assert client.fetch_bytes(upstream.url + "/simple/b/") == b"b"
+        assert [p for p, _a, _port in upstream.seen] == ["/simple/a/", "/simple/b/"]
+        assert upstream.seen[0][2] != upstream.seen[1][2]  # the answer came on a new connection
+    finally:
+        upstream.stop()
