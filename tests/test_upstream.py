@@ -355,3 +355,29 @@ def test_client_retries_once_on_a_kept_connection_the_server_closed():
         assert upstream.seen[0][2] != upstream.seen[1][2]  # the answer came on a new connection
     finally:
         upstream.stop()
+
+
+def test_a_worker_process_that_dies_is_a_failure_of_the_run(tmp_path, db_url, tree, monkeypatch):
+    """A worker killed mid-project (out of memory, a signal) fails the run with a summary
+    (the saved serial does not move), rather than crashing or hanging it."""
+    from pypi.commands.common import open_storage
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    db = Database(config.database.url)
+    store = open_storage(config)
+    monkeypatch.setattr(Mirror, "_download", lambda self, *args: os._exit(9))  # runs in the worker
+    try:
+        report = Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            processes=2,
+            open_store=lambda: open_storage(config),
+        ).run()
+        assert not report.ok and "worker process" in report.summary()
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM files") == 0
+    finally:
+        store.close()
+        db.close()

@@ -257,7 +257,12 @@ class Mirror:
                     self.progress(f"[{done}/{total}] {name}: {prepared}")
                     continue
                 normalized, origin, existing = prepared
-                running[pool.submit(_worker_download, normalized, existing)] = (normalized, serial, origin)
+                try:
+                    future = pool.submit(_worker_download, normalized, existing)
+                except BrokenProcessPool:  # a worker died: the pool takes no more work
+                    self._fail(f"{normalized}: not synced, the worker processes died")
+                    continue
+                running[future] = (normalized, serial, origin)
                 while len(running) >= WINDOW * self.processes:
                     for future in wait(running, return_when=FIRST_COMPLETED).done:
                         finish(future)
