@@ -381,3 +381,20 @@ def test_a_worker_process_that_dies_is_a_failure_of_the_run(tmp_path, db_url, tr
     finally:
         store.close()
         db.close()
+
+
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:notaport/x", "http://127.0.0.1/a b\r\nX-Evil: 1", "ftp://127.0.0.1/x"]
+)
+def test_a_malformed_redirect_is_an_upstream_error(location):
+    """A hostile upstream's Location is a clear UpstreamError (the proxy answers 502), never a
+    ValueError escaping as a 500."""
+    from pypi.upstream.client import UpstreamClient, UpstreamUnavailable
+
+    upstream = _Recording({"/simple/moved/": (302, {"Location": location}, b"")})
+    try:
+        client = UpstreamClient(upstream.url + "/simple/", connections=1)
+        with pytest.raises(UpstreamUnavailable):
+            client.fetch_bytes(upstream.url + "/simple/moved/")
+    finally:
+        upstream.stop()

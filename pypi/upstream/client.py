@@ -132,13 +132,17 @@ class UpstreamClient:
         upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
         method = "POST" if data is not None else "GET"
         for _hop in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                port = parts.port  # ValueError when it is not a number
+            except ValueError:
+                raise UpstreamUnavailable("upstream unreachable: it gave a malformed URL") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise UpstreamError(f"not an http(s) URL: {_safe(url)}")
+                raise UpstreamUnavailable(f"upstream unreachable: not an http(s) URL: {_safe(url)}")
             sent = {"User-Agent": USER_AGENT, **(headers or {})}
             if self._auth and parts.netloc == self._host:
                 sent["Authorization"] = self._auth
-            key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            key = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn, response = self._request(key, method, target, data, sent, url)
             answer = _Response(response, url, self._pool, key, conn)
@@ -172,7 +176,8 @@ class UpstreamClient:
             try:
                 conn.request(method, target, body=body, headers=headers)
                 return conn, conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # ValueError: http.client's InvalidURL (control characters in a redirect's target)
                 conn.close()
                 if attempt == 1 and reused and _closed_by_peer(exc):
                     continue
