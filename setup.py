@@ -23,7 +23,7 @@ setup(
         "readme_renderer[md]>=37",
         "Jinja2>=3.1",
         "multipart>=1.2",
-        "urllib3>=2",  # keep-alive connections to an upstream index (pypi/upstream/client.py)
+        "urllib3>=2",  # the Swift backend's HTTP connections (storage/swift.py)
     ],
     extras_require={
         "postgres": ["psycopg2-binary>=2.9"],

@@ -109,12 +109,13 @@ def upload(url: str, path: str, name: str, version: str) -> None:
         r.read()
 
 
-def index(folder: str, **upstream: str) -> str:
+def index(folder: str, *, workers: str = "1", **upstream: str) -> str:
+    """An index's config.ini; ``workers``: its server's processes (``auto``: one per core)."""
     os.makedirs(folder, exist_ok=True)
     return write_config(
         os.path.join(folder, "config.ini"),
         {
-            "server": {"data_dir": os.path.join(folder, "data"), "workers": "1", "threads": "16"},
+            "server": {"data_dir": os.path.join(folder, "data"), "workers": workers, "threads": "16"},
             "database": {"url": f"sqlite:///{folder}/index.sqlite3"},
             "storage": {"backend": "local"},
             **({"upstream": upstream} if upstream else {}),
@@ -237,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = os.path.join(HERE, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
     data = build_dataset(os.path.join(HERE, "dists"), args.projects, args.files, args.big, args.big_mb)
-    up_cfg = index(os.path.join(run_dir, "upstream"))
+    # The upstream runs what an operator gets (one worker process per core), for both tools:
+    # one process would make the shared upstream a one-core bottleneck that pypi.org's CDN is not.
+    up_cfg = index(os.path.join(run_dir, "upstream"), workers="auto")
     cloudpypi("adduser", "bench", "--password-stdin", config=up_cfg, stdin=PASSWORD + "\n")
     upstream = start_server(up_cfg)
     rows: list[tuple[str, str]] = []

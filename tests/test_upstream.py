@@ -170,3 +170,231 @@ def test_proxied_release_metadata_comes_from_the_pulled_file(tmp_path, db_url, t
         assert app.get("/pypi/tree-one/json").json["info"]["summary"] == info["summary"]
     finally:
         db.close()
+
+
+def _storage_opened_in(pids_file):
+    """An ``open_store`` for Mirror that notes the process opening it (a worker's pid)."""
+    from pypi.commands.common import open_storage
+
+    def open_store(config):
+        with open(pids_file, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return open_storage(config)
+
+    return open_store
+
+
+def test_mirror_worker_processes_store_and_this_process_commits(tmp_path, db_url, tree):
+    """With ``processes``, forked workers download, verify and store (each its own store and
+    connection); the parent commits the rows, journal and purges, as with threads."""
+    from pypi.commands.common import open_storage
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    db = Database(config.database.url)
+    store = open_storage(config)
+    pids = tmp_path / "pids"
+    opener = _storage_opened_in(pids)
+    try:
+        report = Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            jobs=2,
+            processes=2,
+            open_store=lambda: opener(config),
+        ).run()
+        assert report.ok and report.added == 2, report.summary()
+        workers = {int(p) for p in pids.read_text().split()}
+        assert workers and os.getpid() not in workers
+        with db.transaction() as tx:
+            files = tx.all("SELECT path, sha256_digest FROM files")
+            actions = [r["action"] for r in tx.all("SELECT action FROM journal ORDER BY id")]
+        assert len(files) == 2 and actions[0] == "create"
+        for f in files:
+            with store.open(f["path"]) as data:
+                assert hashlib.sha256(data.read()).hexdigest() == f["sha256_digest"]
+        again = Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            processes=2,
+            open_store=lambda: opener(config),
+        ).run()
+        assert again.ok and again.added == 0
+    finally:
+        store.close()
+        db.close()
+
+
+def test_a_mirror_stopped_between_store_and_commit_leaves_only_orphans(tmp_path, db_url, tree, monkeypatch):
+    """The workers stored a project's files, then the run stops before its rows are committed:
+    no row exists without its object, fsck lists the stored objects as orphans, and the next
+    run commits them (downloading again) and leaves fsck clean."""
+    from pypi.cli import main
+    from pypi.commands.common import open_storage
+    from tests.services.live_server import write_config
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    ini = write_config(
+        str(tmp_path / "config.ini"),
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": db_url},
+            "storage": {"backend": "local"},
+        },
+    )
+    db = Database(config.database.url)
+    store = open_storage(config)
+    opener = _storage_opened_in(tmp_path / "pids")
+
+    def mirror():
+        return Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            processes=2,
+            open_store=lambda: opener(config),
+        )
+
+    def stopped(self, *args):
+        raise KeyboardInterrupt  # as if the process were stopped right before the commit
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(Mirror, "_commit", stopped)
+            with pytest.raises(KeyboardInterrupt):
+                mirror().run()
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM files") == 0
+        stored = [o.path for o in store.list("packages/")]
+        assert any(p.endswith(".whl") for p in stored) and any(p.endswith(".tar.gz") for p in stored)
+        assert main(["fsck", "--config", ini]) == 1
+        report = mirror().run()
+        assert report.ok and report.added == 2, report.summary()
+        assert main(["fsck", "--config", ini]) == 0
+    finally:
+        store.close()
+        db.close()
+
+
+class _Recording:
+    """A tiny HTTP/1.1 server on 127.0.0.1 noting each request's path, Authorization header
+    and client port; ``routes``: path -> (status, headers, body); ``drop``: close every
+    connection after its answer without saying so (as a server whose keep-alive timed out)."""
+
+    def __init__(self, routes, *, drop=False):
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                seen.append((self.path, self.headers.get("Authorization"), self.client_address[1]))
+                status, headers, body = routes[self.path]
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = drop
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_client_keeps_connections_and_sends_credentials_only_to_upstreams_host():
+    from pypi.upstream.client import UpstreamClient
+
+    elsewhere = _Recording({"/file": (200, {}, b"file bytes")})
+    upstream = _Recording(
+        {
+            "/simple/page/": (200, {}, b"page"),
+            "/simple/moved": (302, {"Location": elsewhere.url + "/file"}, b"moved"),
+        }
+    )
+    try:
+        client = UpstreamClient(upstream.url + "/simple/", username="u", password="secret", connections=1)
+        assert client.fetch_bytes(upstream.url + "/simple/page/") == b"page"
+        assert client.fetch_bytes(upstream.url + "/simple/page/") == b"page"
+        assert client.fetch_bytes(upstream.url + "/simple/moved") == b"file bytes"
+        (p1, auth1, port1), (p2, auth2, port2), (p3, auth3, _port3) = upstream.seen
+        assert auth1 and auth1 == auth2 == auth3 and auth1.startswith("Basic ")
+        assert port1 == port2  # the second request went on the kept connection
+        [(path, auth, _port)] = elsewhere.seen
+        assert path == "/file" and auth is None  # the redirect left upstream's host: no credentials
+        client.close()
+    finally:
+        upstream.stop()
+        elsewhere.stop()
+
+
+def test_client_retries_once_on_a_kept_connection_the_server_closed():
+    from pypi.upstream.client import UpstreamClient
+
+    upstream = _Recording({"/simple/a/": (200, {}, b"a"), "/simple/b/": (200, {}, b"b")}, drop=True)
+    try:
+        client = UpstreamClient(upstream.url + "/simple/", connections=1)
+        assert client.fetch_bytes(upstream.url + "/simple/a/") == b"a"
+        assert client.fetch_bytes(upstream.url + "/simple/b/") == b"b"
+        assert [p for p, _a, _port in upstream.seen] == ["/simple/a/", "/simple/b/"]
+        assert upstream.seen[0][2] != upstream.seen[1][2]  # the answer came on a new connection
+    finally:
+        upstream.stop()
+
+
+def test_a_worker_process_that_dies_is_a_failure_of_the_run(tmp_path, db_url, tree, monkeypatch):
+    """A worker killed mid-project (out of memory, a signal) fails the run with a summary
+    (the saved serial does not move), rather than crashing or hanging it."""
+    from pypi.commands.common import open_storage
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    db = Database(config.database.url)
+    store = open_storage(config)
+    monkeypatch.setattr(Mirror, "_download", lambda self, *args: os._exit(9))  # runs in the worker
+    try:
+        report = Mirror(
+            db,
+            store,
+            config.upstream,
+            tmp_dir=str(tmp_path / "tmp"),
+            processes=2,
+            open_store=lambda: open_storage(config),
+        ).run()
+        assert not report.ok and "worker process" in report.summary()
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM files") == 0
+    finally:
+        store.close()
+        db.close()
+
+
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:notaport/x", "http://127.0.0.1/a b\r\nX-Evil: 1", "ftp://127.0.0.1/x"]
+)
+def test_a_malformed_redirect_is_an_upstream_error(location):
+    """A hostile upstream's Location is a clear UpstreamError (the proxy answers 502), never a
+    ValueError escaping as a 500."""
+    from pypi.upstream.client import UpstreamClient, UpstreamUnavailable
+
+    upstream = _Recording({"/simple/moved/": (302, {"Location": location}, b"")})
+    try:
+        client = UpstreamClient(upstream.url + "/simple/", connections=1)
+        with pytest.raises(UpstreamUnavailable):
+            client.fetch_bytes(upstream.url + "/simple/moved/")
+    finally:
+        upstream.stop()

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="projects synced at once (default: [upstream] jobs, 4)",
+        help="projects synced at once, each by its own worker process (default: [upstream] jobs, 4)",
     )
     p.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
@@ -53,15 +53,18 @@ def mirror(args: argparse.Namespace) -> int:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
+    jobs = args.jobs or settings.jobs
     try:
         engine = Mirror(
             db,
             store,
             settings,
             tmp_dir=os.path.join(config.data_dir, "tmp"),
-            jobs=args.jobs or settings.jobs,
+            jobs=jobs,
             dry_run=args.dry_run,
             progress=progress,
+            processes=jobs,  # a worker process per job (see Mirror._sync_in_processes)
+            open_store=lambda: open_storage(config, check=False),
         )
         report = engine.run()
         if tty and not args.quiet:

@@ -1,8 +1,10 @@
 """Talks to the upstream index: PEP 691 JSON with a PEP 503 HTML fallback, XML-RPC serials.
 
-Requests go through one ``urllib3`` pool of keep-alive connections per
-client (thread-safe: the mirror's threads share it, each connection serving
-one request at a time), with a timeout on every request. Credentials for a
+Requests go through one pool of keep-alive ``http.client`` connections per
+client (thread-safe: threads share it, each connection serving one request at
+a time), with a timeout on every request. (urllib3's layers above
+``http.client`` were a fifth of a mirror worker's CPU: its URL parsing, retry
+and timeout objects and response wrapping, for every file.) Credentials for a
 private upstream are sent only to upstream's own host (never to a file host
 elsewhere, not even after a redirect) and never appear in an error message.
 """
@@ -11,8 +13,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
+import socket
+import ssl
+import threading
 import xmlrpc.client
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,13 +26,17 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-import urllib3
 from packaging.utils import canonicalize_name
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 USER_AGENT = "cloudpypi-mirror/1"
 BLOCK = 1 << 20
+#: Redirects followed for one request.
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
+#: Bytes of an error answer read to keep its connection; a longer one closes it.
+DRAIN_LIMIT = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -107,14 +117,7 @@ class UpstreamClient:
         self.xmlrpc_url: str | None = root + "pypi"
         #: The JSON API's root (pypi.org's /pypi/<name>/json), None once it proved absent.
         self.json_url: str | None = root + "pypi/"
-        self._pool = urllib3.PoolManager(
-            num_pools=8,
-            maxsize=max(1, connections),
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            # Redirects are followed (Authorization is dropped when one leaves the host);
-            # nothing else is retried here (see _open).
-            retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5),
-        )
+        self._pool = _Pool(max(1, connections), timeout)
 
     def close(self) -> None:
         """Close the kept connections."""
@@ -125,32 +128,61 @@ class UpstreamClient:
         self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
     ) -> _Response:
         """The response to a GET (a POST with ``data``), its body not read yet; the caller
-        reads it inside ``with``. Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
-        sent = {"User-Agent": USER_AGENT, **(headers or {})}
-        if self._auth and urlsplit(url).netloc == self._host:
-            sent["Authorization"] = self._auth
-        for attempt in (1, 2):
+        reads it inside ``with``. Redirects are followed (Authorization is sent only to
+        upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
+        method = "POST" if data is not None else "GET"
+        for _hop in range(MAX_REDIRECTS + 1):
             try:
-                response = self._pool.urlopen(
-                    "POST" if data is not None else "GET",
-                    url,
-                    body=data,
-                    headers=sent,
-                    preload_content=False,
-                    decode_content=False,
-                )
-                break
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
-                if attempt == 1 and isinstance(reason, urllib3.exceptions.ProtocolError):
-                    continue  # a kept connection the server closed meanwhile: once more, on a new one
-                raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {_reason(reason)}") from None
+                parts = urlsplit(url)
+                port = parts.port  # ValueError when it is not a number
+            except ValueError:
+                raise UpstreamUnavailable("upstream unreachable: it gave a malformed URL") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UpstreamUnavailable(f"upstream unreachable: not an http(s) URL: {_safe(url)}")
+            sent = {"User-Agent": USER_AGENT, **(headers or {})}
+            if self._auth and parts.netloc == self._host:
+                sent["Authorization"] = self._auth
+            key = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn, response = self._request(key, method, target, data, sent, url)
+            answer = _Response(response, url, self._pool, key, conn)
+            location = response.getheader("Location")
+            if response.status in REDIRECTS and location:
+                answer.drain()
+                url = urljoin(url, location)
+                if response.status == 303:
+                    method, data = "GET", None
+                continue
+            break
         if response.status >= 300:
-            response.drain_conn()
-            response.release_conn()
+            answer.drain()
             kind = UpstreamUnavailable if response.status >= 500 else UpstreamError
             raise kind(f"upstream answered {response.status} for {_safe(url)}", response.status)
-        return _Response(response, url)
+        return answer
+
+    def _request(
+        self,
+        key: tuple[str, str, int],
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        url: str,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send one request on a kept connection (once more on a new one when the server
+        had closed the kept one meanwhile); the connection and its response's head."""
+        for attempt in (1, 2):
+            conn, reused = self._pool.take(key)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                return conn, conn.getresponse()
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # ValueError: http.client's InvalidURL (control characters in a redirect's target)
+                conn.close()
+                if attempt == 1 and reused and _closed_by_peer(exc):
+                    continue
+                raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {_reason(exc)}") from None
+        raise AssertionError("unreachable")
 
     def _get(self, url: str, accept: str = ACCEPT) -> tuple[bytes, str, dict[str, str]]:
         """(body, final URL, headers)."""
@@ -276,47 +308,118 @@ class UpstreamClient:
         return Downloaded(path, size, sha256.hexdigest(), md5.hexdigest(), blake2.hexdigest())
 
 
-class _Response:
-    """A urllib3 response read inside ``with``: its connection goes back to the pool when
-    the body was read to the end, and is closed otherwise."""
+class _Pool:
+    """Idle keep-alive connections per (scheme, host, port), the newest first; at most
+    ``keep`` of each are kept (the others are closed after use)."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, url: str) -> None:
+    def __init__(self, keep: int, timeout: float) -> None:
+        self._keep = keep
+        self._timeout = timeout
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def take(self, key: tuple[str, str, int]) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to ``key``, and whether it was kept from an earlier request."""
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), True
+        scheme, host, port = key
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._tls), False
+        return http.client.HTTPConnection(host, port, timeout=self._timeout), False
+
+    def give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self._keep:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            kept, self._idle = self._idle, {}
+        for conns in kept.values():
+            for conn in conns:
+                conn.close()
+
+
+class _Response:
+    """A response read inside ``with``: its connection goes back to the pool when the body
+    was read to the end, and is closed otherwise."""
+
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        url: str,
+        pool: _Pool,
+        key: tuple[str, str, int],
+        conn: http.client.HTTPConnection,
+    ) -> None:
         self._response = response
-        #: The URL finally answered (after redirects; urllib3 keeps only their history).
+        #: The URL that answered (after redirects).
         self.url = url
-        for step in getattr(response.retries, "history", ()) or ():
-            if step.redirect_location:
-                self.url = urljoin(self.url, step.redirect_location)
         #: Headers, with lower-case names.
-        self.headers = {k.lower(): v for k, v in response.headers.items()}
-        self._done = False
+        self.headers = {k.lower(): v for k, v in response.getheaders()}
+        self._pool, self._key, self._conn = pool, key, conn
+        self._released = False
 
     def read(self, amount: int | None = None) -> bytes:
         try:
-            data = self._response.read(amount)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return self._response.read(amount)
+        except (http.client.HTTPException, OSError) as exc:
             raise OSError(_reason(exc)) from None
-        if amount is None or len(data) < amount:  # urllib3 reads ``amount`` bytes unless at the end
-            self._done = True
-        return data
+
+    def drain(self) -> None:
+        """Read a short body to its end and release the connection (an error, a redirect)."""
+        try:
+            self._response.read(DRAIN_LIMIT)
+        except (http.client.HTTPException, OSError):
+            pass
+        self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._response.isclosed() and not self._response.will_close:
+            self._pool.give_back(self._key, self._conn)  # read to the end: reusable
+        else:
+            self._response.close()
+            self._conn.close()
 
     def __enter__(self) -> _Response:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._done:
-            self._response.close()  # not read to the end: the connection cannot be reused
-        self._response.release_conn()
+        self._release()
+
+
+def _closed_by_peer(exc: BaseException) -> bool:
+    """Whether a kept connection failed because the server had closed it (worth one retry)."""
+    return isinstance(
+        exc,
+        (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError, BrokenPipeError),
+    )
 
 
 def _reason(exc: BaseException) -> str:
     """What went wrong, in a few words and without any URL (it may carry credentials)."""
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before TimeoutError: it is one
-        return "connection refused" if "refused" in str(exc).lower() else "cannot connect"
-    if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, urllib3.exceptions.ProtocolError):
+    if isinstance(
+        exc,
+        (http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError, BrokenPipeError),
+    ):
         return "connection closed"
+    if isinstance(exc, (socket.gaierror, ConnectionError, ssl.SSLError)):
+        return "cannot connect"
     return type(exc).__name__
 
 

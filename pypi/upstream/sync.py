@@ -9,10 +9,20 @@ Incremental by serial when upstream offers XML-RPC's changelog.
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
@@ -27,6 +37,8 @@ from pypi.upstream.fetch import fetch_and_store
 from pypi.upstream.filters import Filters
 
 BY = "mirror"
+#: Projects per worker process queued or waiting for their commit (see _sync_in_processes).
+WINDOW = 16
 
 
 @dataclass
@@ -67,6 +79,19 @@ class Report:
         return "\n".join(lines)
 
 
+@dataclass
+class Fetched:
+    """What one project's download step found and stored (sent back from a worker process)."""
+
+    found: bool
+    serial: int = 0
+    wanted: list = field(default_factory=list)
+    missing: int = 0
+    #: filename -> the verified, stored (durable) file.
+    stored: dict[str, records.StoredFile] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
 def client_for(settings: UpstreamSettings, *, connections: int = 16) -> UpstreamClient:
     return UpstreamClient(
         settings.url,
@@ -89,6 +114,8 @@ class Mirror:
         dry_run: bool = False,
         progress: Callable[[str], None] | None = None,
         client: UpstreamClient | None = None,
+        processes: int = 0,
+        open_store: Callable[[], storage.Storage] | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -101,6 +128,10 @@ class Mirror:
         self.progress = progress or (lambda line: None)
         self.report = Report()
         self._lock = threading.Lock()
+        #: With 2 or more (and ``open_store``, and fork): downloads run in that many worker
+        #: processes, one project at a time each, and this process commits what they stored.
+        self.processes = processes if open_store is not None and _can_fork() else 0
+        self._open_store = open_store
 
     # -- the run -----------------------------------------------------------
     def run(self) -> Report:
@@ -148,7 +179,28 @@ class Mirror:
                     self._remove_project(name)
         total = len(todo)
         self.progress(f"{total} projects to sync from {self.settings.url}")
-        done = 0
+        if self.processes > 1:
+            self._sync_in_processes(todo)
+        else:
+            self._sync_in_threads(todo)
+        if newest is not None and not self.report.failures and not self.dry_run:
+            with self.db.transaction(write=True) as tx:
+                if (
+                    tx.execute(
+                        "UPDATE upstream_state SET last_serial = ?, settings = ?, updated = ? "
+                        "WHERE upstream = ?",
+                        (newest, fingerprint, utcnow(), self.settings.url),
+                    ).rowcount
+                    == 0
+                ):
+                    tx.execute(
+                        "INSERT INTO upstream_state (upstream, last_serial, settings, updated) "
+                        "VALUES (?, ?, ?, ?)",
+                        (self.settings.url, newest, fingerprint, utcnow()),
+                    )
+
+    def _sync_in_threads(self, todo: dict[str, int]) -> None:
+        total, done = len(todo), 0
         pool = ThreadPoolExecutor(self.jobs)
         try:
             futures = {pool.submit(self._sync_project, n, s): n for n, s in sorted(todo.items())}
@@ -165,21 +217,62 @@ class Mirror:
             pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
             raise
         pool.shutdown()
-        if newest is not None and not self.report.failures and not self.dry_run:
-            with self.db.transaction(write=True) as tx:
-                if (
-                    tx.execute(
-                        "UPDATE upstream_state SET last_serial = ?, settings = ?, updated = ? "
-                        "WHERE upstream = ?",
-                        (newest, fingerprint, utcnow(), self.settings.url),
-                    ).rowcount
-                    == 0
-                ):
-                    tx.execute(
-                        "INSERT INTO upstream_state (upstream, last_serial, settings, updated) "
-                        "VALUES (?, ?, ?, ?)",
-                        (self.settings.url, newest, fingerprint, utcnow()),
-                    )
+
+    def _sync_in_processes(self, todo: dict[str, int]) -> None:
+        """Each worker process (forked: nothing to import) downloads, verifies and stores one
+        project at a time with its own connection and store; this process reads what each
+        project has before, and commits each project's rows when its worker is done. Worker
+        processes share no interpreter lock: 8 threads of one process spent more time handing
+        that lock over than working. At most WINDOW projects per process are
+        queued or waiting for their commit at once (a busy parent does not stall the workers)."""
+        total, done = len(todo), 0
+        pool = ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(self,),
+        )
+        running: dict[Future, tuple[str, int, str | None]] = {}
+        queue = iter(sorted(todo.items()))
+
+        def finish(future: Future) -> None:
+            nonlocal done
+            name, serial, origin = running.pop(future)
+            done += 1
+            try:
+                line = self._commit(name, serial, origin, future.result())
+            except (UpstreamError, DatabaseError, storage.StorageError) as exc:
+                self._fail(f"{name}: {exc}")
+                line = "FAILED"
+            except BrokenProcessPool:
+                self._fail(f"{name}: its worker process died")
+                line = "FAILED"
+            self.progress(f"[{done}/{total}] {name}: {line}")
+
+        try:
+            for name, serial in queue:
+                prepared = self._prepare(name)
+                if isinstance(prepared, str):
+                    done += 1
+                    self.progress(f"[{done}/{total}] {name}: {prepared}")
+                    continue
+                normalized, origin, existing = prepared
+                try:
+                    future = pool.submit(_worker_download, normalized, existing)
+                except BrokenProcessPool:  # a worker died: the pool takes no more work
+                    self._fail(f"{normalized}: not synced, the worker processes died")
+                    continue
+                running[future] = (normalized, serial, origin)
+                while len(running) >= WINDOW * self.processes:
+                    for future in wait(running, return_when=FIRST_COMPLETED).done:
+                        finish(future)
+            while running:
+                for future in wait(running, return_when=FIRST_COMPLETED).done:
+                    finish(future)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
+            raise
+        pool.shutdown()
 
     def _fingerprint(self) -> str:
         """The settings that choose what is taken; when they change, the next run is a full one."""
@@ -204,6 +297,15 @@ class Mirror:
         self.progress(f"{name}: removed (gone upstream)")
 
     def _sync_project(self, name: str, serial: int) -> str:
+        """Sync one project in this process: prepare, download, commit."""
+        prepared = self._prepare(name)
+        if isinstance(prepared, str):
+            return prepared
+        normalized, origin, existing = prepared
+        return self._commit(normalized, serial, origin, self._download(normalized, existing))
+
+    def _prepare(self, name: str) -> tuple[str, str | None, set[str]] | str:
+        """(normalized name, origin, filenames it has), or the line for a project not to sync."""
         normalized = canonicalize_name(name)
         with self.db.transaction() as tx:
             origin = records.origin_of(tx, normalized)
@@ -217,24 +319,25 @@ class Mirror:
             return "exists locally, not taken from upstream"
         with self._lock:
             self.report.projects += 1
+        return normalized, origin, existing
+
+    def _download(self, normalized: str, existing: set[str]) -> Fetched:
+        """Upstream's page and the files missing here, each verified and stored (durable when
+        this returns); no database write. Runs in a worker process with ``processes``."""
         page = self.client.project(normalized)
         if page is None:
-            if origin == records.MIRROR:
-                self._remove_project(normalized)
-                return "removed"
-            return "not found upstream"
+            return Fetched(found=False)
         wanted = self.filters.files(page.files)
         missing = [f for f in wanted if f.filename not in existing]
+        fetched = Fetched(found=True, serial=page.serial, wanted=wanted, missing=len(missing))
         if self.dry_run:
-            return f"would add {len(missing)} files"
-        stored: dict[str, records.StoredFile] = {}
-        failed = False
+            return fetched
         try:
             # Store, then commit: the batch makes every object durable before it ends.
             with self.store.batch():
                 for f in missing:
                     try:
-                        stored[f.filename] = fetch_and_store(
+                        fetched.stored[f.filename] = fetch_and_store(
                             self.client,
                             self.store,
                             f,
@@ -243,21 +346,33 @@ class Mirror:
                             max_size=self.settings.max_file_size,
                         )
                     except HashMismatch as exc:
-                        self._fail(f"hash mismatch: {exc}")
-                        failed = True
+                        fetched.failures.append(f"hash mismatch: {exc}")
                     except (UpstreamError, storage.StorageError) as exc:
-                        self._fail(f"{f.filename}: {exc}")
-                        failed = True
+                        fetched.failures.append(f"{f.filename}: {exc}")
         except BaseException:
-            self._delete_unreferenced([s.path for s in stored.values()])
+            self._delete_unreferenced([s.path for s in fetched.stored.values()])
             raise
+        return fetched
+
+    def _commit(self, normalized: str, serial: int, origin: str | None, fetched: Fetched) -> str:
+        """Commit what ``_download`` stored: one transaction for the project's rows."""
+        for failure in fetched.failures:
+            self._fail(failure)
+        if not fetched.found:
+            if origin == records.MIRROR:
+                self._remove_project(normalized)
+                return "removed"
+            return "not found upstream"
+        if self.dry_run:
+            return f"would add {fetched.missing} files"
+        stored = fetched.stored
         try:
             with self.db.transaction(write=True) as tx:
-                changes = records.apply_page(tx, normalized, records.MIRROR, wanted, stored, by=BY)
-                if not failed:
+                changes = records.apply_page(tx, normalized, records.MIRROR, fetched.wanted, stored, by=BY)
+                if not fetched.failures:
                     tx.execute(
                         "UPDATE projects SET upstream_serial = ? WHERE normalized_name = ?",
-                        (serial or page.serial, normalized),
+                        (serial or fetched.serial, normalized),
                     )
         except BaseException:
             self._delete_unreferenced([s.path for s in stored.values()])
@@ -282,3 +397,41 @@ class Mirror:
                 self.store.delete(path)
             except storage.StorageError:
                 pass  # fsck reports an object left behind
+
+
+#: The Mirror a worker process works for (set once in each worker, after fork).
+_worker: Mirror | None = None
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _start_worker(mirror: Mirror) -> None:
+    """In a new worker process: its own upstream connection and store (none of the parent's
+    sockets is used); Ctrl-C is the parent's to handle (it lets running projects finish),
+    and the worker ends with its parent."""
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    assert mirror._open_store is not None
+    mirror.client = client_for(mirror.settings, connections=1)
+    mirror.store = mirror._open_store()
+    _worker = mirror
+
+
+def _worker_download(normalized: str, existing: set[str]) -> Fetched:
+    assert _worker is not None
+    return _worker._download(normalized, existing)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent ends (else a worker of a killed mirror
+    would wait on its task queue for ever)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
