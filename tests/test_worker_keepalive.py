@@ -209,3 +209,39 @@ def test_a_request_read_by_the_loop_is_handed_to_the_thread_as_it_was():
     conn.parser = _Replay(conn, req)
     assert next(conn.parser) is req
     assert conn.parser is parser and next(conn.parser).path == "/next"
+
+
+# -- new connections spread over the workers ------------------------------------------------
+def _acceptor(nr_conns: int, workers: int = 2) -> SimpleNamespace:
+    worker = SimpleNamespace(nr_conns=nr_conns, cfg=SimpleNamespace(workers=workers), _accept_after=None)
+    worker.listening = []
+    worker.set_accept_enabled = worker.listening.append
+    return worker
+
+
+def test_an_idle_worker_or_a_lone_one_accepts_at_once():
+    assert Worker._accept_now(_acceptor(nr_conns=0))
+    lone = _acceptor(nr_conns=50, workers=1)
+    assert Worker._accept_now(lone) and lone.listening == []
+
+
+def test_a_busy_worker_leaves_a_new_connection_to_the_others_for_a_moment(monkeypatch):
+    import pypi.server.worker as worker_mod
+
+    now = [100.0]
+    monkeypatch.setattr(worker_mod.time, "monotonic", lambda: now[0])
+    busy = _acceptor(nr_conns=5)
+    assert not Worker._accept_now(busy)
+    assert busy.listening == [False]  # stops listening ...
+    assert busy._accept_after == pytest.approx(100.0 + 5 * worker_mod.ACCEPT_WAIT)
+    now[0] = busy._accept_after + 0.0001
+    assert Worker._accept_now(busy)  # ... and takes it if nobody else did meanwhile
+    assert busy._accept_after is None
+    # The busier, the longer it waits (bounded).
+    many = _acceptor(nr_conns=10_000)
+    Worker._accept_now(many)
+    assert many._accept_after == pytest.approx(now[0] + worker_mod.ACCEPT_WAIT_MAX)
+    # A wait long past does not count for the next connection: it waits again.
+    stale = _acceptor(nr_conns=5)
+    stale._accept_after = now[0] - 1.0
+    assert not Worker._accept_now(stale)

@@ -57,6 +57,13 @@ READ_TIMEOUT = 120.0
 KEEP_LINGER = 0.05
 #: While lingering, how often a thread looks whether another connection waits for it.
 LINGER_SLICE = 0.005
+#: A worker holding connections lets a less busy worker take a new one first: it waits this
+#: long per connection it holds (at most ACCEPT_WAIT_MAX) before accepting. All workers wake
+#: for a new connection and the first to call accept() gets it, so without this a client
+#: opening its pool of connections at once could put most of them on one worker (14 of 16
+#: was seen), which then answers them all on one core while the other idles.
+ACCEPT_WAIT = 0.0002
+ACCEPT_WAIT_MAX = 0.002
 
 
 def _readable_within(fd: int) -> Callable[[float], bool]:
@@ -148,6 +155,7 @@ class Worker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._request = threading.local()
         self.inline = False
+        self._accept_after: float | None = None
 
     def init_process(self) -> None:
         tune_malloc()  # before any of this worker's threads exist
@@ -192,6 +200,35 @@ class Worker(ThreadWorker):
         """Whether the connection's next request is likely one the event loop answers (its
         last one was a page under /simple/): then the thread hands it back at once."""
         return self.inline and getattr(conn, "last_simple", False)
+
+    # -- new connections spread over the workers -----------------------------------------
+    def accept(self, listener: Any) -> None:
+        if self._accept_now():
+            super().accept(listener)
+
+    def _accept_now(self) -> bool:
+        """Whether to accept the waiting connection now; else stop listening for a moment
+        (ACCEPT_WAIT per connection held), leaving it to a less busy worker."""
+        wait = min(self.nr_conns * ACCEPT_WAIT, ACCEPT_WAIT_MAX) if self.cfg.workers > 1 else 0.0
+        now = time.monotonic()
+        after = self._accept_after
+        if wait <= 0 or (after is not None and after <= now <= after + ACCEPT_WAIT_MAX):
+            self._accept_after = None
+            return True  # idle, alone, or it has waited already: this connection is its
+        self._accept_after = now + wait
+        self.set_accept_enabled(False)
+        return False
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled and self._accept_after is not None and time.monotonic() < self._accept_after:
+            enabled = False  # still leaving new connections to the others
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        after = self._accept_after
+        if after is not None and after > time.monotonic():  # wake up to listen again
+            timeout = min(timeout, after - time.monotonic())
+        super().wait_for_and_dispatch_events(max(0.0, timeout))
 
     # -- answers from the event loop (pypi.inline) ----------------------------------------
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
