@@ -34,6 +34,7 @@ once it is loaded (pypi.server.memory).
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
@@ -245,12 +246,18 @@ class Worker(ThreadWorker):
         if not inline_io.qualifies(data) or conn.parser.unreader.buf.getvalue():
             super().on_client_socket_readable(conn, client)
             return
-        self._answer_inline(conn)
+        try:
+            self._answer_inline(conn)
+        except Exception:  # never the loop's end: this connection's only
+            self.log.exception("Error answering a request in the event loop")
+            self._close(conn)
 
     def _release(self, conn: Any) -> None:
         """Take the connection out of the poller and the keep-alive list (a thread takes it)."""
-        self.poller.unregister(conn.sock)
-        self.keepalived_conns.remove(conn)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(ValueError):
+            self.keepalived_conns.remove(conn)
 
     def _submit(self, conn: Any, fn: Callable[..., Any], *args: Any) -> None:
         fs = self.tpool.submit(fn, *args)
@@ -310,6 +317,9 @@ class Worker(ThreadWorker):
         return keepalive
 
     def _close(self, conn: Any) -> None:
+        if getattr(conn, "closed_by_loop", False):
+            return
+        conn.closed_by_loop = True
         self._release(conn)
         self.nr_conns -= 1
         conn.close()
