@@ -315,3 +315,28 @@ def test_kept_alive_connections_see_an_upload_at_once_and_a_slow_client_holds_no
         slow.close()
         for conn in conns:
             conn.close()
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET /simple/ HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /simple/ HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n", 431),
+    ],
+)
+def test_a_bad_request_read_by_the_event_loop_gets_the_servers_private_error(index, raw, status):
+    """A kept-alive connection's next head that qualifies for the loop but that gunicorn's parser
+    refuses gets the same private error page as on a thread, and the connection closes."""
+    _, server = index
+    with connect(server) as sock:
+        sock.sendall(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        left = int(header(head, "Content-Length") or 0)
+        while left:
+            left -= len(sock.recv(left))
+        sock.sendall(raw)
+        response = read_all(sock)
+    head = response.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), response[:300]
+    assert header(head, "Cache-Control") == "private, no-store"
