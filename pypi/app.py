@@ -62,7 +62,7 @@ class App:
         """Whether a server may ask for cheap answers from its event loop (pypi.inline): with
         SQLite, whose reads are local and take microseconds. On PostgreSQL every request waits
         for round trips to the database, which threads overlap and an event loop would not."""
-        return self.services.db.dialect == "sqlite"
+        return self.services.config.server.inline_answers and self.services.db.dialect == "sqlite"
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         # Before anything reads the request: forwarding headers only from trusted proxies.

@@ -58,3 +58,20 @@ def test_work_is_refused_inline(testapp, users, tmp_path):
 
 def test_only_sqlite_offers_inline_answers(app):
     assert app.answers_inline is (app.services.db.dialect == "sqlite")
+
+
+def test_inline_answers_can_be_turned_off(tmp_path, db_url):
+    from pypi.app import make_app
+    from pypi.config import ConfigError
+    from pypi.index.db import Database
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, db_url, server={"inline_answers": "false"})
+    assert config.server.inline_answers is False
+    db = Database(config.database.url)
+    try:
+        assert make_app(config, db=db).answers_inline is False
+    finally:
+        db.close()
+    with pytest.raises(ConfigError, match=r"\[server\] inline_answers"):
+        make_config(tmp_path, db_url, server={"inline_answers": "sometimes"})
