@@ -243,5 +243,5 @@ def test_a_busy_worker_leaves_a_new_connection_to_the_others_for_a_moment(monkey
     assert many._accept_after == pytest.approx(now[0] + worker_mod.ACCEPT_WAIT_MAX)
     # A wait long past does not count for the next connection: it waits again.
     stale = _acceptor(nr_conns=5)
-    stale._accept_after = now[0] - 1.0
+    stale._accept_after = now[0] - worker_mod.ACCEPT_WAIT_STALE - 1.0
     assert not Worker._accept_now(stale)

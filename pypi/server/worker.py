@@ -65,6 +65,8 @@ LINGER_SLICE = 0.005
 #: was seen), which then answers them all on one core while the other idles.
 ACCEPT_WAIT = 0.0002
 ACCEPT_WAIT_MAX = 0.002
+#: A wait older than this does not count for the connection waiting now (it waits again).
+ACCEPT_WAIT_STALE = 1.0
 
 
 def _readable_within(fd: int) -> Callable[[float], bool]:
@@ -213,7 +215,7 @@ class Worker(ThreadWorker):
         wait = min(self.nr_conns * ACCEPT_WAIT, ACCEPT_WAIT_MAX) if self.cfg.workers > 1 else 0.0
         now = time.monotonic()
         after = self._accept_after
-        if wait <= 0 or (after is not None and after <= now <= after + ACCEPT_WAIT_MAX):
+        if wait <= 0 or (after is not None and after <= now <= after + ACCEPT_WAIT_STALE):
             self._accept_after = None
             return True  # idle, alone, or it has waited already: this connection is its
         self._accept_after = now + wait
