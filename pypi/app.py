@@ -13,6 +13,7 @@ import storage
 from cdn import policy, signing
 from cdn.policy import CachePolicy
 from cdn.urls import URLBuilder
+from pypi import inline
 from pypi.config import Config, ConfigError
 from pypi.index.access import PrivateFiles
 from pypi.index.db import Database, DatabaseError
@@ -56,6 +57,13 @@ class App:
         self.routes = [(set(m), re.compile(p + r"\Z"), v) for m, p, v in [*ROUTES, *extra_routes]]
         self.proxies = TrustedProxies(services.config.server.trusted_proxies)
 
+    @property
+    def answers_inline(self) -> bool:
+        """Whether a server may ask for cheap answers from its event loop (pypi.inline): with
+        SQLite, whose reads are local and take microseconds. On PostgreSQL every request waits
+        for round trips to the database, which threads overlap and an event loop would not."""
+        return self.services.config.server.inline_answers and self.services.db.dialect == "sqlite"
+
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         # Before anything reads the request: forwarding headers only from trusted proxies.
         self.proxies.apply(environ)
@@ -64,6 +72,8 @@ class App:
         try:
             response = guard.refuse(request) or self._dispatch(request)
             self._finish(response)
+        except inline.NeedsThread:  # the worker answers it again on a thread (pypi.inline)
+            raise
         except Exception:  # the one place an unexpected error becomes an answer
             log.exception("error on %s %r", request.method, environ.get("PATH_INFO"))
             response = self._internal_error()
@@ -101,6 +111,8 @@ class App:
             if request.method not in methods:
                 allowed |= methods
                 continue
+            if not inline.is_capable(view):
+                inline.require_thread(request.environ)
             args = m.groupdict()
             refused = guard.unknown_name(args.get("name") or "", args.get("version") or "")
             if refused is not None:

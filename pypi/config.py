@@ -50,6 +50,9 @@ class ServerSettings:
     #: Proxies (addresses or CIDR networks) whose X-Forwarded-* headers are believed; none by
     #: default (pypi.proxies).
     trusted_proxies: tuple[str, ...] = ()
+    #: Each worker's main thread answers kept-alive /simple/ requests from pages already
+    #: rendered for the current serial (pypi.inline; SQLite only); false: every request on a thread.
+    inline_answers: bool = True
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,7 @@ def build(sections: Mapping[str, Mapping[str, str]], *, base_dir: str, source: s
             srv.get("temporaries_max_age", "1d"), where="[server] temporaries_max_age"
         ),
         trusted_proxies=_trusted_proxies(srv.get("trusted_proxies", "")),
+        inline_answers=_bool(srv.get("inline_answers"), where="[server] inline_answers", default=True),
     )
 
     url = (web.get("url") or "").strip()

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pypi.server import response
-from pypi.server.worker import Worker
+from pypi.server import inline_io, response
+from pypi.server.worker import Worker, _Replay
 
 
 class _Buf:
@@ -154,3 +154,127 @@ def test_the_date_header_is_the_current_seconds():
 
     assert parsedate_to_datetime(response.http_date()).year >= 2024
     assert response.http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+# -- answers from the event loop (pypi.server.inline_io) ------------------------------------
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /simple/demo/ HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+        b"HEAD /simple/ HTTP/1.0\r\n\r\n",
+    ],
+)
+def test_a_whole_bodiless_simple_request_may_be_answered_in_the_loop(head):
+    assert inline_io.qualifies(head)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /simple/demo/ HTTP/1.1\r\nHost: x\r\n",  # the head is still arriving (a slow client)
+        b"GET /simple/demo/ HTTP/1.1\r\n\r\nGET /simple/ HTTP/1.1\r\n\r\n",  # pipelined
+        b"POST /simple/demo/ HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+        b"GET /simple/demo/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"GET /simple/demo/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /simple/demo/ HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        b"GET /simple/demo/ HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+        b"GET /packages/demo-1.0.whl HTTP/1.1\r\n\r\n",  # a download: on a thread
+        b"GET /simple/demo/ HTTP/2.0\r\n\r\n",
+        b"GET /simple/" + b"a" * inline_io.HEAD_MAX + b" HTTP/1.1\r\n\r\n",
+        b"",
+    ],
+)
+def test_anything_else_goes_to_a_thread(data):
+    assert not inline_io.qualifies(data)
+
+
+def test_the_head_is_looked_at_without_being_taken(pair):
+    server, client = pair
+    server.setblocking(False)
+    assert inline_io.waiting_head(server) is None  # nothing yet
+    client.sendall(b"GET /simple/ HTTP/1.1\r\n\r\n")
+    assert inline_io.waiting_head(server) == b"GET /simple/ HTTP/1.1\r\n\r\n"
+    assert server.recv(100) == b"GET /simple/ HTTP/1.1\r\n\r\n"
+    client.close()
+    assert inline_io.waiting_head(server) == b""  # end of file: gthread's thread closes it
+
+
+def test_the_loop_sends_only_what_the_socket_takes_and_leaves_the_rest(pair):
+    """A client that does not read cannot hold the loop: what the socket does not take at
+    once is handed back (to a thread, which waits for the client)."""
+    server, client = pair
+    server.setblocking(False)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    page = [b"head", b"x" * 4_000_000, b"tail"]
+    rest = inline_io.send_now(server, page)
+    assert rest and rest[-1] == b"tail"
+    sent = 4 + 4_000_000 + 4 - sum(len(c) for c in rest)
+    received = b""
+    while len(received) < sent:
+        received += client.recv(1 << 20)
+    assert received == b"".join(page)[:sent]
+
+
+def test_a_small_page_goes_out_at_once(pair):
+    server, client = pair
+    server.setblocking(False)
+    assert inline_io.send_now(server, [b"HTTP/1.1 200 OK\r\n\r\n", b"", b"<html>"]) == []
+    assert client.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n<html>"
+
+
+def test_a_collected_response_is_held_until_the_loop_sends_it(pair):
+    server, client = pair
+    held = inline_io.Collected(server)
+    held.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    held.settimeout(120)  # the loop's socket stays non-blocking
+    assert held.chunks == [b"HTTP/1.1 200 OK\r\n\r\n"] and server.gettimeout() is None
+    with pytest.raises(AttributeError):
+        held.fileno  # noqa: B018 -- no sendfile from the loop
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(10)  # nothing was sent
+
+
+def test_a_request_read_by_the_loop_is_handed_to_the_thread_as_it_was():
+    parser = iter([SimpleNamespace(path="/next")])
+    conn = SimpleNamespace(parser=parser)
+    req = SimpleNamespace(path="/simple/demo/")
+    conn.parser = _Replay(conn, req)
+    assert next(conn.parser) is req
+    assert conn.parser is parser and next(conn.parser).path == "/next"
+
+
+# -- new connections spread over the workers ------------------------------------------------
+def _acceptor(nr_conns: int, workers: int = 2) -> SimpleNamespace:
+    worker = SimpleNamespace(nr_conns=nr_conns, cfg=SimpleNamespace(workers=workers), _accept_after=None)
+    worker.listening = []
+    worker.set_accept_enabled = worker.listening.append
+    return worker
+
+
+def test_an_idle_worker_or_a_lone_one_accepts_at_once():
+    assert Worker._accept_now(_acceptor(nr_conns=0))
+    lone = _acceptor(nr_conns=50, workers=1)
+    assert Worker._accept_now(lone) and lone.listening == []
+
+
+def test_a_busy_worker_leaves_a_new_connection_to_the_others_for_a_moment(monkeypatch):
+    import pypi.server.worker as worker_mod
+
+    now = [100.0]
+    monkeypatch.setattr(worker_mod.time, "monotonic", lambda: now[0])
+    busy = _acceptor(nr_conns=5)
+    assert not Worker._accept_now(busy)
+    assert busy.listening == [False]  # stops listening ...
+    assert busy._accept_after == pytest.approx(100.0 + 5 * worker_mod.ACCEPT_WAIT)
+    now[0] = busy._accept_after + 0.0001
+    assert Worker._accept_now(busy)  # ... and takes it if nobody else did meanwhile
+    assert busy._accept_after is None
+    # The busier, the longer it waits (bounded).
+    many = _acceptor(nr_conns=10_000)
+    Worker._accept_now(many)
+    assert many._accept_after == pytest.approx(now[0] + worker_mod.ACCEPT_WAIT_MAX)
+    # A wait long past does not count for the next connection: it waits again.
+    stale = _acceptor(nr_conns=5)
+    stale._accept_after = now[0] - worker_mod.ACCEPT_WAIT_STALE - 1.0
+    assert not Worker._accept_now(stale)

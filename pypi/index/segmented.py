@@ -468,6 +468,14 @@ class SegmentedPages:
     def held(self, page: str) -> Assembled | None:
         return self._held.get(page)
 
+    def current(self, spec: Spec, version: int, *, max_age: float = 0.0) -> Assembled | None:
+        """The page held in this process if it is at ``version`` or newer (or held less than
+        ``max_age`` s ago), else None: what ``get`` answers without reading or waiting."""
+        held = self._held.get(spec.page)
+        if held is not None and (held.version >= version or time.time() - held.loaded < max_age):
+            return held
+        return None
+
     def get(self, spec: Spec, version: int, *, max_age: float = 0.0) -> Assembled:
         """The page at ``version`` (just read by the caller) or newer; one held less than
         ``max_age`` s ago is served as it is, and while another process updates the stored

@@ -14,6 +14,13 @@
   soon as another connection of the worker waits for a thread.
 - The head of a response goes out in the same write as its first body bytes
   (pypi.server.response).
+- With an application that offers it (``answers_inline``, pypi.inline), a
+  kept-alive connection's next request for a page under ``/simple/`` is answered
+  by the main thread itself when it becomes readable, if the page is already
+  rendered for the current serial: no thread hand-off, no GIL hand-off, requests
+  answered in the order they arrived. Everything else (a page to render, an
+  upload, a download, a slow client's partial head, the rest of a response the
+  socket did not take at once) goes to a thread as before (pypi.server.inline_io).
 
 (``X-Forwarded-*`` and ``Forwarded`` from a peer that is not one of
 ``[server] trusted_proxies`` are removed by the application itself,
@@ -27,6 +34,7 @@ once it is loaded (pypi.server.memory).
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
@@ -34,9 +42,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
-from pypi.server import response
+from pypi import inline
+from pypi.server import inline_io, response
 from pypi.server.memory import freeze_startup_objects, tune_malloc
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -48,6 +58,15 @@ READ_TIMEOUT = 120.0
 KEEP_LINGER = 0.05
 #: While lingering, how often a thread looks whether another connection waits for it.
 LINGER_SLICE = 0.005
+#: A worker holding connections lets a less busy worker take a new one first: it waits this
+#: long per connection it holds (at most ACCEPT_WAIT_MAX) before accepting. All workers wake
+#: for a new connection and the first to call accept() gets it, so without this a client
+#: opening its pool of connections at once could put most of them on one worker (14 of 16
+#: was seen), which then answers them all on one core while the other idles.
+ACCEPT_WAIT = 0.0002
+ACCEPT_WAIT_MAX = 0.002
+#: A wait older than this does not count for the connection waiting now (it waits again).
+ACCEPT_WAIT_STALE = 1.0
 
 
 def _readable_within(fd: int) -> Callable[[float], bool]:
@@ -112,12 +131,34 @@ class _ContinueInput:
         return iter(self._raw)
 
 
+class _Replay:
+    """A connection's parser that gives back one request already read (by the event loop,
+    which could not answer it), then steps aside for the real parser."""
+
+    def __init__(self, conn: Any, req: Any) -> None:
+        self._conn = conn
+        self._parser = conn.parser
+        self._req = req
+
+    def __iter__(self) -> _Replay:
+        return self
+
+    def __next__(self) -> Any:
+        self._conn.parser = self._parser
+        return self._req
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class Worker(ThreadWorker):
-    """gthread with a lazy ``100 Continue`` and private error pages."""
+    """gthread with a lazy ``100 Continue``, private error pages and inline answers."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._request = threading.local()
+        self.inline = False
+        self._accept_after: float | None = None
 
     def init_process(self) -> None:
         tune_malloc()  # before any of this worker's threads exist
@@ -133,9 +174,12 @@ class Worker(ThreadWorker):
             return self._call(app, environ, start_response)
 
         self.wsgi = application
+        self.inline = getattr(app, "answers_inline", False) is True
         freeze_startup_objects()  # before the first request: collections stay short
 
     def _call(self, app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if getattr(self._request, "inline", False):
+            environ[inline.ENVIRON_KEY] = True
         expect: _Expect | None = getattr(self._request, "expect", None)
         if expect is None:
             return app(environ, start_response)
@@ -151,9 +195,136 @@ class Worker(ThreadWorker):
         """One request, then the next ones on the same connection as long as each arrives
         within KEEP_LINGER seconds and no other connection waits for a thread."""
         result = super().handle(conn)
-        while result is True and self._next_request_arrives(conn):
+        while result is True and not self._loop_answers_next(conn) and self._next_request_arrives(conn):
             result = super().handle(conn)
         return result
+
+    def _loop_answers_next(self, conn: Any) -> bool:
+        """Whether the connection's next request is likely one the event loop answers (its
+        last one was a page under /simple/): then the thread hands it back at once."""
+        return self.inline and getattr(conn, "last_simple", False)
+
+    # -- new connections spread over the workers -----------------------------------------
+    def accept(self, listener: Any) -> None:
+        if self._accept_now():
+            super().accept(listener)
+
+    def _accept_now(self) -> bool:
+        """Whether to accept the waiting connection now; else stop listening for a moment
+        (ACCEPT_WAIT per connection held), leaving it to a less busy worker."""
+        wait = min(self.nr_conns * ACCEPT_WAIT, ACCEPT_WAIT_MAX) if self.cfg.workers > 1 else 0.0
+        now = time.monotonic()
+        after = self._accept_after
+        if wait <= 0 or (after is not None and after <= now <= after + ACCEPT_WAIT_STALE):
+            self._accept_after = None
+            return True  # idle, alone, or it has waited already: this connection is its
+        self._accept_after = now + wait
+        self.set_accept_enabled(False)
+        return False
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled and self._accept_after is not None and time.monotonic() < self._accept_after:
+            enabled = False  # still leaving new connections to the others
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        after = self._accept_after
+        if after is not None and after > time.monotonic():  # wake up to listen again
+            timeout = min(timeout, after - time.monotonic())
+        super().wait_for_and_dispatch_events(max(0.0, timeout))
+
+    # -- answers from the event loop (pypi.inline) ----------------------------------------
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection has data: answer it here if it qualifies, else as gthread does."""
+        if not self.inline or not self.alive:
+            super().on_client_socket_readable(conn, client)
+            return
+        try:
+            data = inline_io.waiting_head(conn.sock)
+        except OSError:
+            data = b""
+        if data is None:
+            return  # a spurious wake-up: nothing to read yet, stay in the poller
+        if not inline_io.qualifies(data) or conn.parser.unreader.buf.getvalue():
+            super().on_client_socket_readable(conn, client)
+            return
+        try:
+            self._answer_inline(conn)
+        except Exception:  # never the loop's end: this connection's only
+            self.log.exception("Error answering a request in the event loop")
+            self._close(conn)
+
+    def _release(self, conn: Any) -> None:
+        """Take the connection out of the poller and the keep-alive list (a thread takes it)."""
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(ValueError):
+            self.keepalived_conns.remove(conn)
+
+    def _submit(self, conn: Any, fn: Callable[..., Any], *args: Any) -> None:
+        fs = self.tpool.submit(fn, *args)
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def _answer_inline(self, conn: Any) -> None:
+        try:
+            req = next(conn.parser)  # the whole head is in the socket's buffer: no blocking read
+        except (StopIteration, OSError, http_errors.NoMoreData):
+            self._close(conn)
+            return
+        except Exception as exc:  # a request gunicorn's parser refuses: its error page, as on a thread
+            self.handle_error(None, conn.sock, conn.client, exc)
+            self._close(conn)
+            return
+        sock = conn.sock
+        collected = inline_io.Collected(sock)
+        conn.sock = collected
+        self._request.expect = None
+        self._request.inline = True
+        try:
+            keepalive = super().handle_request(req, conn)
+        except inline.NeedsThread:
+            conn.sock = sock
+            self._release(conn)
+            conn.parser = _Replay(conn, req)
+            self._submit(conn, self.handle, conn)
+            return
+        except Exception:  # the application answers its own errors: this is the server's
+            self.log.exception("Error answering a request in the event loop")
+            conn.sock = sock
+            self._close(conn)
+            return
+        finally:
+            conn.sock = sock
+            self._request.inline = False
+        conn.last_simple = True
+        try:
+            rest = inline_io.send_now(sock, collected.chunks)
+        except OSError:
+            rest, keepalive = [], False
+        if rest or not keepalive:
+            # The socket took only part of it (a client slow to read), or the connection
+            # ends: a thread sends the rest, then gthread closes or keeps the connection.
+            self._release(conn)
+            self._submit(conn, self._send_rest, conn, rest, keepalive)
+            return
+        self.keepalived_conns.remove(conn)  # answered: its keep-alive time starts again
+        conn.set_timeout()
+        self.keepalived_conns.append(conn)
+
+    def _send_rest(self, conn: Any, rest: list[bytes], keepalive: bool) -> bool:
+        conn.sock.setblocking(True)
+        conn.sock.settimeout(READ_TIMEOUT)
+        for chunk in rest:
+            conn.sock.sendall(chunk)
+        return keepalive
+
+    def _close(self, conn: Any) -> None:
+        if getattr(conn, "closed_by_loop", False):
+            return
+        conn.closed_by_loop = True
+        self._release(conn)
+        self.nr_conns -= 1
+        conn.close()
 
     def _next_request_arrives(self, conn: Any) -> bool:
         """Whether to answer ``conn``'s next request in this thread: it arrived within
@@ -194,6 +365,7 @@ class Worker(ThreadWorker):
         if expect is not None:
             req._expected_100_continue = False
         self._request.expect = expect
+        conn.last_simple = req.method in ("GET", "HEAD") and req.path.startswith("/simple/")
         conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout
         try:
             keepalive = super().handle_request(req, conn)

@@ -13,6 +13,7 @@ from webob.acceptparse import create_accept_header
 
 from cdn import policy
 from cdn.urls import URLBuilder
+from pypi import inline
 from pypi.index import access, cache_keys, journal, packages, segmented, shared_pages, stream
 from pypi.index.db import Tx
 from pypi.index.shared_pages import Page
@@ -124,6 +125,7 @@ def _name_set(tx) -> str:
     return str(tx.scalar(NAME_SET_SQL) or 0)
 
 
+@inline.capable
 @viewer.reads
 def index(svc: Services, request: Request) -> Response:
     """/simple/: every project the reader may see.
@@ -136,18 +138,28 @@ def index(svc: Services, request: Request) -> Response:
     if content_type is None:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
     fmt = FORMATS[content_type]
+    quick = inline.active(request.environ)
     with svc.db.reading() as tx:
         vis = viewer.visibility(svc, tx)
         serial = journal.last_serial(tx)
         if vis.shared is None:
+            key = ("simple-index", serial, fmt, vis.key)
+            page = svc.renders.get(key) if quick else None
+            if page is not None:
+                return _response(request, page, content_type, serial, [cache_keys.INDEX_KEY])
+            inline.require_thread(request.environ)
             return _rendered_index(svc, request, tx, vis, serial, content_type)
         version = serial if fmt == "json" else int(_name_set(tx))
     spec = SPECS[fmt, vis.shared == access.PUBLIC_ONLY]
-    try:
-        held = svc.segments.get(spec, version, max_age=JSON_INDEX_MAX_AGE if fmt == "json" else 0.0)
-    except segmented.Busy:  # another process is building the deployment's copy: render this one
-        with svc.db.reading() as tx:
-            return _rendered_index(svc, request, tx, vis, journal.last_serial(tx), content_type)
+    max_age = JSON_INDEX_MAX_AGE if fmt == "json" else 0.0
+    held = svc.segments.current(spec, version, max_age=max_age) if quick else None
+    if held is None:
+        inline.require_thread(request.environ)
+        try:
+            held = svc.segments.get(spec, version, max_age=max_age)
+        except segmented.Busy:  # another process is building the deployment's copy: render this one
+            with svc.db.reading() as tx:
+                return _rendered_index(svc, request, tx, vis, journal.last_serial(tx), content_type)
     if fmt == "json":
         serial = held.version
     return _response(request, held, content_type, serial, [cache_keys.INDEX_KEY])
@@ -207,6 +219,7 @@ def _render_index_json(tx, serial: int, vis: access.Visibility | None = None) ->
     yield "".join(batch).encode()
 
 
+@inline.capable
 @viewer.reads
 def project(svc: Services, request: Request, name: str) -> Response:
     """/simple/<name>/: the project's files."""
@@ -218,6 +231,8 @@ def project(svc: Services, request: Request, name: str) -> Response:
         return error(406, "Not Acceptable: use application/vnd.pypi.simple.v1+json or text/html")
     fmt = FORMATS[content_type]
     key = cache_keys.project_key(normalized)
+    if svc.upstream is not None:  # the upstream may be asked: not in an event loop
+        inline.require_thread(request.environ)
     upstream = viewer.upstream_answer(svc, normalized)
     if upstream.error is not None:
         return upstream.error
@@ -236,6 +251,7 @@ def project(svc: Services, request: Request, name: str) -> Response:
                 urls, row, packages.project_files(tx, row["id"]), packages.releases(tx, row["id"]), fmt
             ),
             base=urls.base,
+            cached_only=inline.active(request.environ),
         )
     response = _response(request, page, content_type, serial, [key])
     return upstream.decorate(response)
@@ -249,11 +265,18 @@ def project_page(
     render: Callable[[], bytes | None],
     *,
     base: str | None = None,
+    cached_only: bool = False,
 ) -> Page | None:
     """A project's page at ``serial`` with file links under ``base`` (default: the index's
     files URL): this process's cache, else the deployment's stored copy (large pages only),
-    else rendered (and stored when large)."""
+    else rendered (and stored when large). ``cached_only``: this process's cache or
+    NeedsThread (an answer from the event loop, pypi.inline)."""
     version = f"{serial} {svc.urls.base if base is None else base}"
+    if cached_only:
+        cached = svc.renders.get((name, version))
+        if cached is None:
+            raise inline.NeedsThread
+        return cached  # type: ignore[return-value]
 
     def load() -> Page | None:
         page = shared_pages.stored(tx, name, version)

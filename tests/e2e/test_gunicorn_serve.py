@@ -262,3 +262,81 @@ def test_keep_alive_connections_beyond_the_threads_are_all_answered(index):
     finally:
         for conn in conns:
             conn.close()
+
+
+def _upload(server: LiveServer, tmp_path, name: str, version: str) -> None:
+    wheel = make_wheel(str(tmp_path), name, version)
+    content_type, body = upload_form(wheel, name, version)
+    with connect(server) as sock:
+        sock.sendall(request_head(server, len(body), content_type, authorization=auth_header(), expect=False))
+        sock.sendall(body)
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 "), head + read_all(sock)
+
+
+def test_kept_alive_connections_see_an_upload_at_once_and_a_slow_client_holds_no_one(index, tmp_path):
+    """The worker's event loop answers kept-alive /simple/ requests from pages rendered for the
+    current serial (pypi.inline): an upload shows on the very next request of every connection,
+    and a client whose request head never completes waits on a thread, not in the loop."""
+    import http.client
+
+    _, server = index
+    _upload(server, tmp_path, "looped", "1.0")
+    host, port = server.url[7:].split(":")
+    conns = [http.client.HTTPConnection(host, int(port), timeout=10) for _ in range(3)]
+    slow = connect(server)
+    try:
+        for _ in range(5):  # rendered once, then answered from the page held
+            for conn in conns:
+                conn.request("GET", "/simple/looped/", headers={"Accept-Encoding": "gzip"})
+                r = conn.getresponse()
+                assert r.status == 200 and r.headers["Content-Encoding"] == "gzip" and r.read()
+        slow.sendall(b"GET /simple/looped/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = read_head(slow)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        left = int(header(head, "Content-Length") or 0)
+        while left:
+            left -= len(slow.recv(left))
+        slow.sendall(b"GET /simple/looped/ HTTP/1.1\r\nHost: x\r\n")  # kept alive, and nothing more
+        _upload(server, tmp_path, "looped", "2.0")
+        for conn in conns:
+            conn.request("GET", "/simple/looped/")
+            r = conn.getresponse()
+            body = r.read().decode()
+            assert r.status == 200 and r.headers["Connection"] != "close"
+            assert "looped-2.0-py3-none-any.whl" in body and "looped-1.0-py3-none-any.whl" in body
+            conn.request("HEAD", "/simple/looped/")
+            r = conn.getresponse()
+            assert r.status == 200 and r.read() == b"" and int(r.headers["Content-Length"]) == len(body)
+        slow.sendall(b"\r\n")  # the slow client's request completes: it is answered too
+        head = read_head(slow)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+    finally:
+        slow.close()
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET /simple/ HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /simple/ HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n", 431),
+    ],
+)
+def test_a_bad_request_read_by_the_event_loop_gets_the_servers_private_error(index, raw, status):
+    """A kept-alive connection's next head that qualifies for the loop but that gunicorn's parser
+    refuses gets the same private error page as on a thread, and the connection closes."""
+    _, server = index
+    with connect(server) as sock:
+        sock.sendall(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        left = int(header(head, "Content-Length") or 0)
+        while left:
+            left -= len(sock.recv(left))
+        sock.sendall(raw)
+        response = read_all(sock)
+    head = response.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), response[:300]
+    assert header(head, "Cache-Control") == "private, no-store"
