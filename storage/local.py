@@ -105,7 +105,7 @@ class LocalStorage(Storage):
                     os.fchmod(out.fileno(), FILE_MODE)
                     if not deferred:
                         os.fsync(out.fileno())
-                self._write_meta(full, headers.content_type, headers.metadata)
+                self._write_meta(full, headers.content_type, headers.metadata, durable=not deferred)
                 os.replace(tmp, full)
             except BaseException:
                 _unlink(tmp)
@@ -136,7 +136,7 @@ class LocalStorage(Storage):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            self._write_meta(full, headers.content_type, headers.metadata)
+            self._write_meta(full, headers.content_type, headers.metadata, durable=not deferred)
             os.replace(tmp, full)
             if not deferred:
                 _fsync_dir(folder)
@@ -191,13 +191,20 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageUnavailable(f"cannot make stored objects durable: {exc.strerror or exc}") from None
 
-    def _write_meta(self, full: str, content_type: str, metadata: Mapping[str, str]) -> None:
+    def _write_meta(
+        self, full: str, content_type: str, metadata: Mapping[str, str], *, durable: bool
+    ) -> None:
+        """The side file with the object's content type and metadata; ``durable``: on disk
+        before its rename (else the batch's end makes it durable with the object)."""
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(full), prefix=".tmp-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 os.fchmod(out.fileno(), FILE_MODE)
                 # dumps (C encoder) then one write: json.dump streams through the Python encoder
                 out.write(json.dumps({"content_type": content_type, "metadata": dict(metadata)}))
+                if durable:  # a crash must not leave the object with an empty side file
+                    out.flush()
+                    os.fsync(out.fileno())
             os.replace(tmp, full + _META_SUFFIX)
         except BaseException:
             _unlink(tmp)
@@ -355,14 +362,15 @@ def _fsync_dir(folder: str) -> None:
 def _fsync_each(objects: list[str]) -> None:
     folders: dict[str, None] = {}
     for full in dict.fromkeys(objects):
-        try:
-            fd = os.open(full, os.O_RDONLY)
-        except FileNotFoundError:
-            continue  # deleted in the block: nothing to keep
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        for name in (full, full + _META_SUFFIX):  # the object and its side file
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted in the block: nothing to keep
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         folders[os.path.dirname(full)] = None
     for folder in folders:
         _fsync_dir(folder)

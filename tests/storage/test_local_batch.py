@@ -40,10 +40,14 @@ def rel(store: LocalStorage, calls: list[str]) -> list[str]:
     return [os.path.relpath(c, store.root) for c in calls]
 
 
-def test_a_put_outside_a_batch_fsyncs_its_file_and_folder(tmp_path, synced):
+def test_a_put_outside_a_batch_fsyncs_its_file_its_side_file_and_folder(tmp_path, synced):
+    """The side file (content type, metadata) is on disk before its rename: a crash never
+    leaves a stored object with an empty one."""
     store = LocalStorage(root=str(tmp_path / "s"))
-    store.put("packages/aa/x.whl", io.BytesIO(b"x"))
-    assert len(synced) == 2 and synced[1] == os.path.join(store.root, "packages", "aa")
+    store.put("packages/aa/x.whl", io.BytesIO(b"x"), content_type="application/zip")
+    folder = os.path.join(store.root, "packages", "aa")
+    assert len(synced) == 3 and synced[2] == folder
+    assert all(os.path.dirname(c) == folder and os.path.basename(c).startswith(".tmp-") for c in synced[:2])
 
 
 def test_a_batch_ends_with_one_syncfs_and_no_fsync(tmp_path, synced):
@@ -78,8 +82,11 @@ def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(tmp_path,
         assert synced == []
     assert rel(store, synced) == [
         "packages/aa/x.whl",
+        "packages/aa/x.whl.cloudpypi-meta",
         "packages/aa/x.whl.metadata",
+        "packages/aa/x.whl.metadata.cloudpypi-meta",
         "packages/bb/y.whl",
+        "packages/bb/y.whl.cloudpypi-meta",
         "packages/aa",
         "packages/bb",
     ]
@@ -92,7 +99,7 @@ def test_batches_are_per_thread(tmp_path, synced):
         t = threading.Thread(target=store.put, args=("packages/cc/z.whl", io.BytesIO(b"z")))
         t.start()
         t.join()
-        assert len(synced) == 2 and rel(store, synced)[1] == "packages/cc"
+        assert len(synced) == 3 and rel(store, synced)[2] == "packages/cc"
 
 
 def test_batches_ending_while_a_syncfs_runs_share_the_next_one(tmp_path, monkeypatch):
