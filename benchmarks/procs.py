@@ -126,7 +126,9 @@ def tree(pid: int) -> list[int]:
 
 
 def wait_http(url: str, proc: Proc, *, timeout: float = 60.0, ok=(200, 401, 403)) -> None:
-    """Poll ``url`` until it answers with a status in ``ok``; ProcessError if ``proc`` dies first."""
+    """Poll ``url`` until it answers with a status in ``ok``; ProcessError if ``proc`` dies first
+    or does not answer within ``timeout`` (it is stopped then: a server that never became
+    ready is of no use to its caller)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -139,8 +141,10 @@ def wait_http(url: str, proc: Proc, *, timeout: float = 60.0, ok=(200, 401, 403)
         except OSError:
             pass
         if not proc.alive():
+            stop(proc)  # its process group: workers it left behind
             raise ProcessError(f"{proc.name} exited with {proc.popen.poll()}:\n{proc.log_tail()}")
         if time.monotonic() > deadline:
+            stop(proc)
             raise ProcessError(f"{proc.name} did not answer {url} within {timeout:.0f} s:\n{proc.log_tail()}")
         time.sleep(0.1)
 

@@ -160,11 +160,7 @@ def _cloudpypi(
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/simple/", proc, timeout=60)
-    except ProcessError:
-        stop(proc)
-        raise
+    wait_http(url + "/simple/", proc, timeout=60)
     return Server(name, "cloudpypi", url, url + "/legacy/", url + "/simple/", [proc], cleanup, notes)
 
 
@@ -330,11 +326,7 @@ def start_pypiserver_4sync(name: str, folder: str) -> Server:
 
 def _pypiserver(name: str, port: int, proc: Proc, notes: list[str]) -> Server:
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/simple/", proc, timeout=60)
-    except ProcessError:
-        stop(proc)
-        raise
+    wait_http(url + "/simple/", proc, timeout=60)
     return Server(name, "peer", url, url + "/", url + "/simple/", [proc], [], notes)
 
 
@@ -464,11 +456,7 @@ def start_nginx(name: str, folder: str, *, pages: dict[str, bytes], files: list[
     run([nginx, "-t", "-c", conf, "-p", folder], timeout=30)
     proc = spawn(name, [nginx, "-c", conf, "-p", folder], log_dir=folder)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/simple/", proc, timeout=30)
-    except ProcessError:
-        stop(proc)
-        raise
+    wait_http(url + "/simple/", proc, timeout=30)
     return Server(
         name,
         "limit",
@@ -486,11 +474,7 @@ def start_floor(name: str, folder: str) -> Server:
     port = free_port()
     proc = spawn(name, [sys.executable, "-m", "benchmarks.floor", str(port)], log_dir=folder, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/", proc, timeout=30)
-    except ProcessError:
-        stop(proc)
-        raise
+    wait_http(url + "/", proc, timeout=30)
     return Server(
         name,
         "limit",
@@ -520,11 +504,7 @@ def start_s3_floor(name: str, folder: str) -> Server:
             cwd=ROOT,
         )
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(url + "/", proc, timeout=30)
-        except ProcessError:
-            stop(proc)
-            raise
+        wait_http(url + "/", proc, timeout=30)
     except BaseException:
         moto.close()
         raise
