@@ -482,9 +482,10 @@ class SegmentedPages:
         copy the page held is served rather than waited for. Raises Busy when the process
         holds none and another one's build outlasts LOCK_WAIT: the caller answers from the
         database itself."""
+        current = self.current(spec, version, max_age=max_age)
+        if current is not None:
+            return current
         held = self._held.get(spec.page)
-        if held is not None and (held.version >= version or time.time() - held.loaded < max_age):
-            return held
         local = self._local_lock(spec.page)
         # One thread of the process reads (or updates) the page; while one does, the others
         # serve the page held, or wait when there is none (never a copy per thread).
