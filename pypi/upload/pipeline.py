@@ -269,7 +269,8 @@ class Uploader:
 
         checked = time.monotonic()
         stored = self._store(path, spooled, metadata_bytes, meta, form.stream)
-        timings = {"checks": checked - started, "store": time.monotonic() - checked}
+        kept = time.monotonic()
+        timings = {"checks": checked - started, "store": kept - checked}
         try:
             with self.db.transaction(write=True) as tx:
                 change = self._commit(tx, user, form, meta, spooled, path, metadata_bytes, via)
@@ -304,7 +305,7 @@ class Uploader:
                     ) from None
                 raise UploadError(503, f"Database unavailable, nothing was stored: {exc}") from None
             raise
-        timings["commit"] = time.monotonic() - checked - timings["store"]
+        timings["commit"] = time.monotonic() - kept
         self._committed()
         return UploadResult(spooled.filename, path, True, int(change.serial or 0), timings)
 
