@@ -207,12 +207,7 @@ class Mirror:
             for future in as_completed(futures):
                 name = futures[future]
                 done += 1
-                try:
-                    line = future.result()
-                except (UpstreamError, DatabaseError, storage.StorageError) as exc:
-                    self._fail(f"{name}: {exc}")
-                    line = "FAILED"
-                self.progress(f"[{done}/{total}] {name}: {line}")
+                self.progress(f"[{done}/{total}] {name}: {self._outcome(name, future.result)}")
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
             raise
@@ -239,14 +234,7 @@ class Mirror:
             nonlocal done
             name, serial, origin = running.pop(future)
             done += 1
-            try:
-                line = self._commit(name, serial, origin, future.result())
-            except (UpstreamError, DatabaseError, storage.StorageError) as exc:
-                self._fail(f"{name}: {exc}")
-                line = "FAILED"
-            except BrokenProcessPool:
-                self._fail(f"{name}: its worker process died")
-                line = "FAILED"
+            line = self._outcome(name, lambda: self._commit(name, serial, origin, future.result()))
             self.progress(f"[{done}/{total}] {name}: {line}")
 
         try:
@@ -273,6 +261,17 @@ class Mirror:
             pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
             raise
         pool.shutdown()
+
+    def _outcome(self, name: str, result: Callable[[], str]) -> str:
+        """The progress line of one project's sync: ``result()``'s, or FAILED with the reason
+        kept for the summary."""
+        try:
+            return result()
+        except (UpstreamError, DatabaseError, storage.StorageError) as exc:
+            self._fail(f"{name}: {exc}")
+        except BrokenProcessPool:
+            self._fail(f"{name}: its worker process died")
+        return "FAILED"
 
     def _fingerprint(self) -> str:
         """The settings that choose what is taken; when they change, the next run is a full one."""
