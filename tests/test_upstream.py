@@ -184,6 +184,20 @@ def _storage_opened_in(pids_file):
     return open_store
 
 
+def _in_processes(db, store, config, tmp_path, open_store, **kwargs) -> Mirror:
+    """A Mirror whose downloads run in two forked worker processes, each opening its store
+    with ``open_store``."""
+    return Mirror(
+        db,
+        store,
+        config.upstream,
+        tmp_dir=str(tmp_path / "tmp"),
+        processes=2,
+        open_store=open_store,
+        **kwargs,
+    )
+
+
 def test_mirror_worker_processes_store_and_this_process_commits(tmp_path, db_url, tree):
     """With ``processes``, forked workers download, verify and store (each its own store and
     connection); the parent commits the rows, journal and purges, as with threads."""
@@ -195,15 +209,7 @@ def test_mirror_worker_processes_store_and_this_process_commits(tmp_path, db_url
     pids = tmp_path / "pids"
     opener = _storage_opened_in(pids)
     try:
-        report = Mirror(
-            db,
-            store,
-            config.upstream,
-            tmp_dir=str(tmp_path / "tmp"),
-            jobs=2,
-            processes=2,
-            open_store=lambda: opener(config),
-        ).run()
+        report = _in_processes(db, store, config, tmp_path, lambda: opener(config), jobs=2).run()
         assert report.ok and report.added == 2, report.summary()
         workers = {int(p) for p in pids.read_text().split()}
         assert workers and os.getpid() not in workers
@@ -214,14 +220,7 @@ def test_mirror_worker_processes_store_and_this_process_commits(tmp_path, db_url
         for f in files:
             with store.open(f["path"]) as data:
                 assert hashlib.sha256(data.read()).hexdigest() == f["sha256_digest"]
-        again = Mirror(
-            db,
-            store,
-            config.upstream,
-            tmp_dir=str(tmp_path / "tmp"),
-            processes=2,
-            open_store=lambda: opener(config),
-        ).run()
+        again = _in_processes(db, store, config, tmp_path, lambda: opener(config)).run()
         assert again.ok and again.added == 0
     finally:
         store.close()
@@ -250,14 +249,7 @@ def test_a_mirror_stopped_between_store_and_commit_leaves_only_orphans(tmp_path,
     opener = _storage_opened_in(tmp_path / "pids")
 
     def mirror():
-        return Mirror(
-            db,
-            store,
-            config.upstream,
-            tmp_dir=str(tmp_path / "tmp"),
-            processes=2,
-            open_store=lambda: opener(config),
-        )
+        return _in_processes(db, store, config, tmp_path, lambda: opener(config))
 
     def stopped(self, *args):
         raise KeyboardInterrupt  # as if the process were stopped right before the commit
@@ -367,14 +359,7 @@ def test_a_worker_process_that_dies_is_a_failure_of_the_run(tmp_path, db_url, tr
     store = open_storage(config)
     monkeypatch.setattr(Mirror, "_download", lambda self, *args: os._exit(9))  # runs in the worker
     try:
-        report = Mirror(
-            db,
-            store,
-            config.upstream,
-            tmp_dir=str(tmp_path / "tmp"),
-            processes=2,
-            open_store=lambda: open_storage(config),
-        ).run()
+        report = _in_processes(db, store, config, tmp_path, lambda: open_storage(config)).run()
         assert not report.ok and "worker process" in report.summary()
         with db.transaction() as tx:
             assert tx.scalar("SELECT COUNT(*) FROM files") == 0
