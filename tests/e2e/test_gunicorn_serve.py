@@ -76,6 +76,19 @@ def read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length: its head, its body read to the end (the
+    connection stays usable for the next request); the head."""
+    head = read_head(sock)
+    left = int(header(head, "Content-Length") or 0)
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            break
+        left -= len(chunk)
+    return head
+
+
 def header(head: bytes, name: str) -> str | None:
     for line in head.decode("latin-1").split("\r\n")[1:]:
         key, _, value = line.partition(":")
@@ -292,11 +305,7 @@ def test_kept_alive_connections_see_an_upload_at_once_and_a_slow_client_holds_no
                 r = conn.getresponse()
                 assert r.status == 200 and r.headers["Content-Encoding"] == "gzip" and r.read()
         slow.sendall(b"GET /simple/looped/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = read_head(slow)
-        assert head.startswith(b"HTTP/1.1 200 ")
-        left = int(header(head, "Content-Length") or 0)
-        while left:
-            left -= len(slow.recv(left))
+        assert read_response(slow).startswith(b"HTTP/1.1 200 ")
         slow.sendall(b"GET /simple/looped/ HTTP/1.1\r\nHost: x\r\n")  # kept alive, and nothing more
         _upload(server, tmp_path, "looped", "2.0")
         for conn in conns:
@@ -330,11 +339,7 @@ def test_a_bad_request_read_by_the_event_loop_gets_the_servers_private_error(ind
     _, server = index
     with connect(server) as sock:
         sock.sendall(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = read_head(sock)
-        assert head.startswith(b"HTTP/1.1 200 ")
-        left = int(header(head, "Content-Length") or 0)
-        while left:
-            left -= len(sock.recv(left))
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
         sock.sendall(raw)
         response = read_all(sock)
     head = response.split(b"\r\n\r\n", 1)[0]
