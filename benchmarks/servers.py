@@ -469,22 +469,19 @@ def start_nginx(name: str, folder: str, *, pages: dict[str, bytes], files: list[
     )
 
 
-def start_floor(name: str, folder: str) -> Server:
-    """The twine floor: an HTTP endpoint that reads and discards the upload body."""
+def _floor(name: str, folder: str, args: list[str], note: str, **server: object) -> Server:
+    """``benchmarks.floor`` on a free port with ``args``: an upload endpoint that does no more
+    than ``note`` says."""
     port = free_port()
-    proc = spawn(name, [sys.executable, "-m", "benchmarks.floor", str(port)], log_dir=folder, cwd=ROOT)
+    proc = spawn(name, [sys.executable, "-m", "benchmarks.floor", str(port), *args], log_dir=folder, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/", proc, timeout=30)
-    return Server(
-        name,
-        "limit",
-        url,
-        url + "/legacy/",
-        url + "/simple/",
-        [proc],
-        [],
-        ["reads the body in 1 MiB blocks and discards it"],
-    )
+    return Server(name, "limit", url, url + "/legacy/", url + "/simple/", [proc], notes=[note], **server)
+
+
+def start_floor(name: str, folder: str) -> Server:
+    """The twine floor: an HTTP endpoint that reads and discards the upload body."""
+    return _floor(name, folder, [], "reads the body in 1 MiB blocks and discards it")
 
 
 def start_s3_floor(name: str, folder: str) -> Server:
@@ -496,29 +493,17 @@ def start_s3_floor(name: str, folder: str) -> Server:
         client = moto.client()
         client.create_bucket(Bucket=BUCKET)
         client.close()
-        port = free_port()
-        proc = spawn(
+        return _floor(
             name,
-            [sys.executable, "-m", "benchmarks.floor", str(port), "--s3", moto.endpoint_url, BUCKET],
-            log_dir=folder,
-            cwd=ROOT,
+            folder,
+            ["--s3", moto.endpoint_url, BUCKET],
+            "the raw body streamed to moto as a multipart upload (8 MiB parts, 4 in flight), then completed",
+            cleanup=[moto.close],
+            services=[moto.process.pid],
         )
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/", proc, timeout=30)
     except BaseException:
         moto.close()
         raise
-    return Server(
-        name,
-        "limit",
-        url,
-        url + "/legacy/",
-        url + "/simple/",
-        [proc],
-        [moto.close],
-        ["the raw body streamed to moto as a multipart upload (8 MiB parts, 4 in flight), then completed"],
-        services=[moto.process.pid],
-    )
 
 
 # -- registry ----------------------------------------------------------------
