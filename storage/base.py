@@ -401,9 +401,19 @@ class Upload(abc.ABC):
     may always abort in a ``finally``. Not thread-safe: one caller writes.
     """
 
+    #: Whether the backend reads what it sends from the caller's ``local_copy``. When it does not
+    #: and ``read_back`` works, the caller may keep only the part of the bytes it needs locally.
+    reads_local_copy = True
+
     def __init__(self) -> None:
         self.size = 0
         self._closed = False
+
+    def read_back(self, start: int, stop: int) -> bytes | None:
+        """The bytes ``[start, stop)`` of what was written, read from the store, once the last
+        ``write`` is done and before ``complete``; None if this backend cannot (the default).
+        Raises a StorageError if the store fails."""
+        return None
 
     def write(self, data: bytes) -> None:
         """Add ``data`` to the object. Never raises a store error: a failure of the store is

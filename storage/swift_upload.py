@@ -41,6 +41,9 @@ class _Aborted(Exception):
 class SwiftUpload(Upload):
     """One large-object upload in progress (see the module's docstring)."""
 
+    #: Segments are sent from the bytes written, and ``read_back`` reads them from the store.
+    reads_local_copy = False
+
     def __init__(self, store: SwiftStorage, path: str, headers: ObjectHeaders, *, threshold: int) -> None:
         super().__init__()
         self._store = store
@@ -56,6 +59,8 @@ class SwiftUpload(Upload):
         #: What the thread stored: manifest entries, in order.
         self._segments: list[dict[str, object]] = []
         self._error: StorageError | None = None
+        #: The end was queued and the thread joined (``_finish``).
+        self._finished = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -170,10 +175,7 @@ class SwiftUpload(Upload):
             return
         if path != self._path:
             raise StorageError(f"Swift: an upload begun at {self._path} cannot complete at {path}")
-        self._put(_END)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._finish()
         with store._errors(f"storing {path}"):
             replaced = store._segments_of(self._name)
             store._conn().put_object(
@@ -185,6 +187,46 @@ class SwiftUpload(Upload):
             )
         self._segments = []  # the manifest owns them now
         store._delete_segments(replaced)
+
+    def _finish(self) -> None:
+        """End the last segment and wait until every segment is stored; raise the thread's error."""
+        if not self._finished:
+            self._finished = True
+            self._put(_END)
+            assert self._thread is not None
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def read_back(self, start: int, stop: int) -> bytes | None:
+        """The bytes ``[start, stop)``: from memory for a small upload, else from the stored
+        segments (ranged GETs; the last segment is ended first, so call it after the last write)."""
+        if self._closed:
+            raise ValueError("read_back on an upload that is completed or aborted")
+        stop = min(stop, self.size)
+        if start >= stop:
+            return b""
+        if self._thread is None:
+            return bytes(self._head[start:stop])
+        self._finish()
+        store, out, offset = self._store, bytearray(), 0
+        conn = store._conn()
+        for segment in self._segments:
+            size = int(segment["size_bytes"])  # type: ignore[call-overload]
+            a, b = max(start, offset), min(stop, offset + size)
+            if a < b:
+                container, _, name = str(segment["path"]).lstrip("/").partition("/")
+                with store._errors(f"reading back a segment of {self._path}"):
+                    _, body = conn.get_object(
+                        container, name, headers={"Range": f"bytes={a - offset}-{b - offset - 1}"}
+                    )
+                if len(body) != b - a:
+                    raise StorageUnavailable(f"Swift: reading back {self._path}: a short segment read")
+                out += body
+            offset += size
+        if len(out) != stop - start:
+            raise StorageUnavailable(f"Swift: reading back {self._path}: fewer bytes stored than written")
+        return bytes(out)
 
     def _abort(self) -> None:
         self._head = bytearray()

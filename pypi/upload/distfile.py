@@ -199,15 +199,18 @@ def _check_ratio(inflated: int, compressed: int) -> None:
 
 
 @contextlib.contextmanager
-def _open_zip(path: str, filename: str) -> Iterator[zipfile.ZipFile]:
+def _open_zip(
+    path: str, filename: str, opener: Callable[[], IO[bytes]] | None = None
+) -> Iterator[zipfile.ZipFile]:
     """The zip, once its end record says it has at most MAX_MEMBERS members: ZipFile builds
     every member's header in memory, so a zip of millions of empty members is refused first.
 
     One open file serves the end record, the central directory and the members read:
     nothing else of the archive is read (a 200 MB wheel costs its central directory and
-    METADATA, not a pass over its bytes).
+    METADATA, not a pass over its bytes). ``opener`` opens the file instead of ``path`` (a
+    spool that keeps only the file's tail and reads the rest back from the store).
     """
-    with open(path, "rb") as f:
+    with opener() if opener is not None else open(path, "rb") as f:
         end = zipfile._EndRecData(f)  # type: ignore[attr-defined]  # stable since Python 2
         if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # type: ignore[attr-defined]
             raise InvalidFile(f"Invalid distribution file. {filename} has more than {MAX_MEMBERS} members.")
@@ -274,21 +277,33 @@ def _tar_members(tf: tarfile.TarFile, path: str, filename: str) -> Iterator[tarf
         yield member
 
 
-def wheel_metadata(path: str, filename: str, project: str, version: Version) -> bytes:
+def wheel_metadata(
+    path: str,
+    filename: str,
+    project: str,
+    version: Version,
+    *,
+    opener: Callable[[], IO[bytes]] | None = None,
+) -> bytes:
     """The wheel's ``.dist-info/METADATA``, checked against the upload's name and version.
 
     Every member is checked (see ``_zip_members``); METADATA is read as a bounded
     stream (MAX_METADATA).
     """
-    return wheel_metadata_parsed(path, filename, project, version)[0]
+    return wheel_metadata_parsed(path, filename, project, version, opener=opener)[0]
 
 
 def wheel_metadata_parsed(
-    path: str, filename: str, project: str, version: Version
+    path: str,
+    filename: str,
+    project: str,
+    version: Version,
+    *,
+    opener: Callable[[], IO[bytes]] | None = None,
 ) -> tuple[bytes, RawMetadata]:
     """``wheel_metadata`` and its parsed fields (parsed once, for a caller that reads them too)."""
     try:
-        with _open_zip(path, filename) as zf:
+        with _open_zip(path, filename, opener) as zf:
             infos = _zip_members(zf, path, filename)
             candidates = [i for i in infos if re.fullmatch(r"[^/]+\.dist-info/METADATA", i.filename)]
             if len(candidates) != 1:

@@ -50,7 +50,7 @@ from pypi.upload.distfile import (
     wheel_metadata,
 )
 from pypi.upload.metadata import InvalidMetadataError, ReleaseMetadata, from_form
-from pypi.upload.spool import Form, SpooledFile
+from pypi.upload.spool import Form, ReadBackError, SpooledFile
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,18 @@ def check_contents(spooled: SpooledFile, filetype: str, meta: ReleaseMetadata) -
     """Open the archive; return a wheel's METADATA (None for an sdist)."""
     try:
         if filetype == "bdist_wheel":
-            return wheel_metadata(spooled.path, spooled.filename, meta.name, meta.version)
+            # A spool that kept only the wheel's tail reads any other byte back from the store.
+            opener = spooled.open if spooled.kept_from else None
+            return wheel_metadata(spooled.path, spooled.filename, meta.name, meta.version, opener=opener)
         check_sdist(spooled.path, spooled.filename)
         return None
     except InvalidFile as exc:
         raise UploadError(400, str(exc)) from None
+    except (ReadBackError, storage.StorageError) as exc:
+        log.error("checking %s: reading the upload back from the store failed: %s", spooled.filename, exc)
+        raise UploadError(
+            503, f"Storage unavailable, nothing was saved; retry the upload later ({exc})"
+        ) from None
 
 
 def check_permission(tx: Tx, user: User, project_name: str) -> object | None:

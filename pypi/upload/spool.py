@@ -34,6 +34,11 @@ FORM_OVERHEAD = 16 * 1024 * 1024
 PARALLEL_HASHING_FROM = 4 * 1024 * 1024
 #: A form field other than the file may be at most this long (a long description fits).
 MAX_FIELD_SIZE = 8 * 1024 * 1024
+#: A wheel streamed to a store that reads its bytes back (``Upload.read_back``) is not spooled
+#: whole: only its last TAIL bytes are kept (where a wheel's central directory and, by the
+#: wheel spec's advice, its ``.dist-info`` files are); any other byte the checks read comes back
+#: from the store.
+TAIL = 8 * 1024 * 1024
 
 
 #: The errors of a full disk or an exhausted quota.
@@ -66,7 +71,12 @@ SinkOpener = Callable[["Form", str, str], "Sink | None"]
 
 @dataclass
 class SpooledFile:
-    """The uploaded file, on local disk, with the digests computed while it arrived."""
+    """The uploaded file, on local disk, with the digests computed while it arrived.
+
+    With ``kept_from`` > 0 the file at ``path`` holds only the bytes from that
+    offset on (the rest is a hole): ``open`` reads the others with ``read_back``
+    (the store's copy, ``Upload.read_back``).
+    """
 
     filename: str
     path: str
@@ -74,15 +84,67 @@ class SpooledFile:
     md5: str
     sha256: str
     blake2_256: str
+    kept_from: int = 0
+    read_back: Callable[[int, int], bytes | None] | None = None
 
     def open(self) -> BinaryIO:
-        return open(self.path, "rb")
+        if self.kept_from <= 0:
+            return open(self.path, "rb")
+        return io.BufferedReader(_TailFile(self), 64 * 1024)  # type: ignore[return-value]
 
     def remove(self) -> None:
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class _TailFile(io.RawIOBase):
+    """A SpooledFile whose local file keeps only its tail: the other bytes are read back."""
+
+    def __init__(self, spooled: SpooledFile) -> None:
+        self._spooled = spooled
+        self._f = open(spooled.path, "rb")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._spooled.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        kept_from, size = self._spooled.kept_from, self._spooled.size
+        n = min(len(buffer), size - self._pos)
+        if n <= 0:
+            return 0
+        if self._pos >= kept_from:
+            data = os.pread(self._f.fileno(), n, self._pos)
+        else:
+            n = min(n, kept_from - self._pos)
+            back = self._spooled.read_back
+            data = back(self._pos, self._pos + n) if back is not None else None
+            if data is None or len(data) != n:
+                raise ReadBackError(f"cannot read bytes {self._pos}-{self._pos + n} of the upload back")
+        memoryview(buffer).cast("B")[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class ReadBackError(Exception):
+    """The checks needed a byte of the upload that was not kept and the store could not return."""
 
 
 @dataclass
@@ -278,6 +340,9 @@ class _PartState:
         self.tmp_path = ""
         self.size = 0
         self.digests: _Digests | None = None
+        #: Keeping only the tail (the sink reads the bytes back): the last chunks and their size.
+        self.tail: deque[bytes] | None = None
+        self.tail_size = 0
 
     def start(self, seg: multipart.MultipartSegment, file_field: str, tmp_dir: str, form: Form) -> None:
         self.name = seg.name or ""
@@ -291,6 +356,12 @@ class _PartState:
             self.digests = _Digests(self.parallel_hashing)
             if self.open_sink is not None:
                 self.sink = self.open_sink(form, self.filename, self.tmp_path)
+                if (
+                    self.sink is not None
+                    and not getattr(self.sink, "reads_local_copy", True)
+                    and self.filename.endswith(".whl")
+                ):
+                    self.tail, self.tail_size = deque(), 0
         else:
             self.filename = None
             self.out = None
@@ -300,8 +371,16 @@ class _PartState:
             self.size += len(chunk)
             if self.size > max_file_size:
                 raise FormError(413, f"File too large. Limit for uploads is {format_size(max_file_size)}.")
-            self.out.write(chunk)
             self.digests.update(chunk)
+            if self.tail is not None:  # the sink reads the rest back: keep the tail only
+                chunk = bytes(chunk)
+                self.tail.append(chunk)
+                self.tail_size += len(chunk)
+                while self.tail_size - len(self.tail[0]) >= TAIL:
+                    self.tail_size -= len(self.tail.popleft())
+                self.sink.write(chunk)  # type: ignore[union-attr]
+                return
+            self.out.write(chunk)
             if self.sink is not None:
                 self.out.flush()  # the sink may read its bytes from the spool file
                 self.sink.write(chunk)
@@ -313,10 +392,20 @@ class _PartState:
 
     def finish(self, form: Form) -> None:
         if self.out is not None:
+            kept_from, read_back = 0, None
+            if self.tail is not None:  # a sparse file: the tail at its offset, a hole before
+                kept_from = self.size - self.tail_size
+                self.out.seek(kept_from)
+                self.out.writelines(self.tail)
+                self.out.truncate(self.size)
+                self.tail = None
+                read_back = getattr(self.sink, "read_back", None)
             self.out.close()
             self.out = None
             md5, sha256, b2 = self.digests.hexdigests()
-            form.file = SpooledFile(self.filename or "", self.tmp_path, self.size, md5, sha256, b2)
+            form.file = SpooledFile(
+                self.filename or "", self.tmp_path, self.size, md5, sha256, b2, kept_from, read_back
+            )
             form.stream, self.sink = self.sink, None
             self.tmp_path = ""
             return
