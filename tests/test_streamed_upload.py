@@ -343,3 +343,126 @@ def test_the_default_writer_stores_the_callers_copy(tmp_path):
     up.complete("packages/a/b.whl")
     with store.open("packages/a/b.whl") as f:
         assert f.read() == b"spooled bytes"
+
+
+# -- a wheel streamed to Swift is spooled only in its tail --------------------------------------
+
+
+def _sparse_body(data: bytes, boundary: str = "b0undary") -> bytes:
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="x-1.0-py3-none-any.whl"'
+        "\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("reads_back", [True, False])
+def test_the_spool_keeps_only_the_tail_for_a_sink_that_reads_back(tmp_path, reads_back):
+    """A sink that sends from the bytes written and reads them back: the spool file holds only
+    the body's last TAIL bytes (a hole before them), and reading it reads the rest back."""
+    from pypi.upload import spool
+
+    data = os.urandom(3 * spool.TAIL)
+    asked = []
+
+    class Sink:
+        reads_local_copy = not reads_back
+
+        def write(self, chunk):
+            pass
+
+        def abort(self):
+            pass
+
+        def read_back(self, start, stop):
+            asked.append((start, stop))
+            return data[start:stop]
+
+    body = _sparse_body(data)
+    form = read_form(
+        io.BytesIO(body).read,
+        content_type="multipart/form-data; boundary=b0undary",
+        content_length=len(body),
+        max_file_size=1 << 30,
+        tmp_dir=str(tmp_path),
+        open_sink=lambda fields, name, path: Sink(),
+    )
+    try:
+        spooled = form.file
+        assert spooled.size == len(data) and spooled.sha256 == hashlib.sha256(data).hexdigest()
+        assert os.path.getsize(spooled.path) == len(data)
+        allocated = os.stat(spooled.path).st_blocks * 512
+        if reads_back:
+            assert len(data) - spooled.kept_from <= spool.TAIL + 2 * MiB
+            assert allocated <= spool.TAIL + 2 * MiB  # the hole takes no disk
+        else:
+            assert spooled.kept_from == 0 and allocated >= len(data)
+        with spooled.open() as f:
+            assert f.read() == data
+            f.seek(len(data) - 100)
+            assert f.read() == data[-100:]
+        assert bool(asked) == reads_back and all(stop <= spooled.kept_from for _, stop in asked)
+    finally:
+        form.close()
+
+
+@pytest.fixture
+def front_metadata_wheel(tmp_path):
+    """20 MB with METADATA at the front (make_wheel writes the blob last): outside the kept tail."""
+    return make_wheel(str(tmp_path), "streamed", "1.0", extra_bytes=20 * MiB)
+
+
+def test_swift_checks_read_the_wheels_head_back_from_the_segments(
+    swift_app, front_metadata_wheel, monkeypatch
+):
+    from storage.swift_upload import SwiftUpload
+
+    store = swift_app.services.storage
+    no_put_file(store, monkeypatch)
+    calls = []
+    real = SwiftUpload.read_back
+
+    def spy(self, start, stop):
+        calls.append((start, stop))
+        return real(self, start, stop)
+
+    monkeypatch.setattr(SwiftUpload, "read_back", spy)
+    testapp = webtest.TestApp(swift_app)
+    upload(testapp, front_metadata_wheel, name="streamed", version="1.0")
+    assert calls and min(start for start, _ in calls) < 1024  # METADATA, near the start
+    path = content_path(
+        digests(front_metadata_wheel)["blake2_256_digest"], os.path.basename(front_metadata_wheel)
+    )
+    with open(front_metadata_wheel, "rb") as f:
+        assert testapp.get("/" + path).body == f.read()
+    assert testapp.get("/" + path + ".metadata").body.startswith(b"Metadata-Version")
+
+
+def test_swift_a_wheel_refused_on_bytes_read_back_leaves_nothing(swift_app, tmp_path):
+    wheel = make_wheel(
+        str(tmp_path),
+        "streamed",
+        "1.0",
+        extra_bytes=20 * MiB,
+        metadata="Metadata-Version: 2.1\nName: other\nVersion: 1.0\n",
+    )
+    testapp = webtest.TestApp(swift_app)
+    r = upload(testapp, wheel, name="streamed", version="1.0", status=400)
+    assert "does not match the project" in r.text
+    assert swift_objects(swift_app.services.storage) == ([], [])
+
+
+def test_swift_a_failed_read_back_is_503_and_leaves_nothing(swift_app, front_metadata_wheel, monkeypatch):
+    from storage.swift_upload import SwiftUpload
+
+    def broken(self, start, stop):
+        raise storage.StorageUnavailable("Swift: reading back: connection refused")
+
+    monkeypatch.setattr(SwiftUpload, "read_back", broken)
+    testapp = webtest.TestApp(swift_app)
+    r = upload(testapp, front_metadata_wheel, name="streamed", version="1.0", status=503)
+    assert "Storage unavailable" in r.text
+    assert swift_objects(swift_app.services.storage) == ([], [])
+    monkeypatch.undo()
+    upload(testapp, front_metadata_wheel, name="streamed", version="1.0")  # no row was left behind

@@ -34,10 +34,11 @@ FORM_OVERHEAD = 16 * 1024 * 1024
 PARALLEL_HASHING_FROM = 4 * 1024 * 1024
 #: A form field other than the file may be at most this long (a long description fits).
 MAX_FIELD_SIZE = 8 * 1024 * 1024
-#: A wheel streamed to a store that reads its bytes back (``Upload.read_back``) is not spooled
-#: whole: only its last TAIL bytes are kept (where a wheel's central directory and, by the
-#: wheel spec's advice, its ``.dist-info`` files are); any other byte the checks read comes back
-#: from the store.
+#: A wheel streamed to a store that reads its bytes back (``Upload.read_back``), in a body of
+#: known length, is not spooled whole: only what arrives in the body's last TAIL bytes is
+#: written to the spool (a sparse file: a hole, then the tail), where a wheel's central
+#: directory and, by the wheel spec's advice, its ``.dist-info`` files are; any other byte the
+#: checks read comes back from the store.
 TAIL = 8 * 1024 * 1024
 
 
@@ -205,7 +206,20 @@ def read_form(
         max_segment_count=1000,
     )
     form = Form()
-    state = _PartState(parallel_hashing=(content_length or 0) > PARALLEL_HASHING_FROM, open_sink=open_sink)
+    body_read = [0]
+    if content_length is not None:
+        counted = read
+
+        def read(size: int) -> bytes:
+            data = counted(size)
+            body_read[0] += len(data)
+            return data
+
+    state = _PartState(
+        parallel_hashing=(content_length or 0) > PARALLEL_HASHING_FROM,
+        open_sink=open_sink,
+        body_left=None if content_length is None else (lambda: content_length - body_read[0]),
+    )
     try:
         os.makedirs(tmp_dir, exist_ok=True)
         with parser:
@@ -328,7 +342,12 @@ class _Digests:
 class _PartState:
     """The part being read: a text field buffered in memory, or the file spooled to disk."""
 
-    def __init__(self, parallel_hashing: bool = False, open_sink: SinkOpener | None = None) -> None:
+    def __init__(
+        self,
+        parallel_hashing: bool = False,
+        open_sink: SinkOpener | None = None,
+        body_left: Callable[[], int] | None = None,
+    ) -> None:
         self.parallel_hashing = parallel_hashing
         self.open_sink = open_sink
         self.sink: Sink | None = None
@@ -341,8 +360,12 @@ class _PartState:
         self.size = 0
         self.digests: _Digests | None = None
         #: Keeping only the tail (the sink reads the bytes back): the last chunks and their size.
-        self.tail: deque[bytes] | None = None
-        self.tail_size = 0
+        #: The bytes of the body not read yet (None: its length is not known).
+        self.body_left = body_left
+        #: Keeping only the file's tail (the sink reads the other bytes back): the file offset
+        #: from which the spool holds the bytes (None: all of them, the ordinary spool).
+        self.kept_from: int | None = None
+        self.keeping = False
 
     def start(self, seg: multipart.MultipartSegment, file_field: str, tmp_dir: str, form: Form) -> None:
         self.name = seg.name or ""
@@ -358,10 +381,11 @@ class _PartState:
                 self.sink = self.open_sink(form, self.filename, self.tmp_path)
                 if (
                     self.sink is not None
+                    and self.body_left is not None
                     and not getattr(self.sink, "reads_local_copy", True)
                     and self.filename.endswith(".whl")
                 ):
-                    self.tail, self.tail_size = deque(), 0
+                    self.kept_from, self.keeping = 0, False
         else:
             self.filename = None
             self.out = None
@@ -372,12 +396,14 @@ class _PartState:
             if self.size > max_file_size:
                 raise FormError(413, f"File too large. Limit for uploads is {format_size(max_file_size)}.")
             self.digests.update(chunk)
-            if self.tail is not None:  # the sink reads the rest back: keep the tail only
-                chunk = bytes(chunk)
-                self.tail.append(chunk)
-                self.tail_size += len(chunk)
-                while self.tail_size - len(self.tail[0]) >= TAIL:
-                    self.tail_size -= len(self.tail.popleft())
+            if self.kept_from is not None:  # the sink reads the rest back: spool the tail only
+                if not self.keeping and self.body_left() < TAIL:  # type: ignore[misc]
+                    # The last TAIL bytes of the body (at least) from here: spooled at their
+                    # offset, after a hole.
+                    self.keeping, self.kept_from = True, self.size - len(chunk)
+                    self.out.seek(self.kept_from)
+                if self.keeping:
+                    self.out.write(chunk)
                 self.sink.write(chunk)  # type: ignore[union-attr]
                 return
             self.out.write(chunk)
@@ -393,13 +419,11 @@ class _PartState:
     def finish(self, form: Form) -> None:
         if self.out is not None:
             kept_from, read_back = 0, None
-            if self.tail is not None:  # a sparse file: the tail at its offset, a hole before
-                kept_from = self.size - self.tail_size
-                self.out.seek(kept_from)
-                self.out.writelines(self.tail)
+            if self.kept_from is not None:  # a sparse file: a hole, then the tail
+                kept_from = self.kept_from if self.keeping else self.size
                 self.out.truncate(self.size)
-                self.tail = None
                 read_back = getattr(self.sink, "read_back", None)
+                self.kept_from, self.keeping = None, False
             self.out.close()
             self.out = None
             md5, sha256, b2 = self.digests.hexdigests()
