@@ -71,6 +71,12 @@ CANNED_ACLS = (
 )
 SERVER_SIDE_ENCRYPTIONS = ("AES256", "aws:kms")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
+#: ``[storage] payload_signing``: ``auto`` is botocore's rule (a request's body is hashed into its
+#: SigV4 signature unless it goes over https with a checksum header); ``false`` sends every body
+#: as UNSIGNED-PAYLOAD (no second SHA-256 pass over each part; what protects the bytes in transit
+#: is then TLS, or nothing more than TCP's checksum on plain http: for https or a trusted link
+#: only); ``true`` signs every body.
+PAYLOAD_SIGNING = ("auto", "true", "false")
 RETRY_MODES = ("legacy", "standard", "adaptive")
 
 _BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{3,255}$")
@@ -127,6 +133,7 @@ def make_client(
     connect_timeout: float | None = None,
     read_timeout: float | None = None,
     max_pool_connections: int = 10,
+    payload_signing: str = "auto",
 ) -> Any:
     """Build the boto3 S3 client S3Storage uses (credentials None: boto3's default chain).
 
@@ -139,7 +146,7 @@ def make_client(
         retries["total_max_attempts"] = max_attempts
     options: dict[str, Any] = {
         "retries": retries,
-        "s3": {"addressing_style": addressing_style},
+        "s3": {"addressing_style": addressing_style, **_payload_signing(payload_signing)},
         "max_pool_connections": max_pool_connections,
         # SigV4 for presigned URLs too (boto3 presigns with SigV2 otherwise, which new regions refuse).
         "signature_version": "s3v4",
@@ -157,6 +164,13 @@ def make_client(
         region_name=region,
     )
     return session.client("s3", endpoint_url=endpoint_url, config=Config(**options))
+
+
+def _payload_signing(value: str) -> dict[str, bool]:
+    """botocore's ``s3.payload_signing_enabled`` for ``[storage] payload_signing`` (auto: unset)."""
+    if value not in PAYLOAD_SIGNING:
+        raise ValueError(f"payload_signing must be one of {', '.join(PAYLOAD_SIGNING)}")
+    return {} if value == "auto" else {"payload_signing_enabled": value == "true"}
 
 
 class S3Storage(Storage):
@@ -265,6 +279,7 @@ class S3Storage(Storage):
                 connect_timeout=s.seconds("connect_timeout", None, low=0.001),
                 read_timeout=s.seconds("read_timeout", None, low=0.001),
                 max_pool_connections=max(10, max_concurrency),
+                payload_signing=s.choice("payload_signing", PAYLOAD_SIGNING, "auto"),
             )
         except InvalidRegionError:
             raise StorageMisconfigured(

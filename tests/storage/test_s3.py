@@ -80,6 +80,7 @@ def test_missing_bucket_names_the_key(tmp_path):
         ("public_url", "ftp://files.example.org/"),
         ("bucket", "a/b"),
         ("prefix", "a/../b"),
+        ("payload_signing", "sometimes"),
     ],
 )
 def test_invalid_setting_names_its_key(tmp_path, key, value):
@@ -200,6 +201,34 @@ def test_secret_from_a_file_signs_requests(moto_s3_auth, auth_bucket, tmp_path):
     store.put(PATH, io.BytesIO(b"signed"))
     assert store.stat(PATH).size == 6
     store.delete(PATH)
+
+
+@pytest.mark.parametrize("signing, expect_unsigned", [("auto", False), ("false", True)])
+def test_payload_signing_false_sends_parts_unsigned(
+    moto_s3_auth, auth_bucket, tmp_path, signing, expect_unsigned
+):
+    """``payload_signing = false``: a streamed upload's parts go as UNSIGNED-PAYLOAD even over plain
+    http (botocore's own rule hashes every body into the signature there); the store with
+    signature checks on accepts them, and the object is whole."""
+    settings = settings_for(moto_s3_auth, auth_bucket, payload_signing=signing)
+    store = S3Storage.from_config(settings, data_dir=str(tmp_path))
+    sent = []
+    store.client.meta.events.register(
+        "before-send.s3.UploadPart",
+        lambda request, **kw: sent.append(request.headers["X-Amz-Content-SHA256"]),
+    )
+    data = os.urandom(11 * MiB)
+    upload = store.begin_upload(PATH)
+    for i in range(0, len(data), MiB):
+        upload.write(data[i : i + MiB])
+    upload.complete(PATH)
+    try:
+        assert len(sent) == 2
+        assert all((v in (b"UNSIGNED-PAYLOAD", "UNSIGNED-PAYLOAD")) == expect_unsigned for v in sent)
+        with store.open(PATH) as f:
+            assert f.read() == data
+    finally:
+        store.delete(PATH)
 
 
 @pytest.mark.parametrize(
