@@ -466,3 +466,47 @@ def test_swift_a_failed_read_back_is_503_and_leaves_nothing(swift_app, front_met
     assert swift_objects(swift_app.services.storage) == ([], [])
     monkeypatch.undo()
     upload(testapp, front_metadata_wheel, name="streamed", version="1.0")  # no row was left behind
+
+
+def test_reading_a_tail_spool_back_is_bounded(tmp_path, monkeypatch):
+    """Reads outside the tail go to the store in READ_BACK_BLOCK pieces, at most MAX_READ_BACKS
+    of them per file: past that, ReadBackError (the upload's 503), not a request per member."""
+    from pypi.upload import spool
+
+    monkeypatch.setattr(spool, "MAX_READ_BACKS", 3)
+    data = os.urandom(3 * spool.TAIL)
+    asked = []
+
+    class Sink:
+        reads_local_copy = False
+
+        def write(self, chunk):
+            pass
+
+        def abort(self):
+            pass
+
+        def read_back(self, start, stop):
+            asked.append((start, stop))
+            return data[start:stop]
+
+    body = _sparse_body(data)
+    form = read_form(
+        io.BytesIO(body).read,
+        content_type="multipart/form-data; boundary=b0undary",
+        content_length=len(body),
+        max_file_size=1 << 30,
+        tmp_dir=str(tmp_path),
+        open_sink=lambda fields, name, path: Sink(),
+    )
+    try:
+        with form.file.open() as f:
+            for i in range(3):
+                f.seek(i * 2 * spool.READ_BACK_BLOCK)
+                assert f.read(10) == data[i * 2 * spool.READ_BACK_BLOCK :][:10]
+            assert all(stop - start == spool.READ_BACK_BLOCK for start, stop in asked)
+            f.seek(7 * spool.READ_BACK_BLOCK)
+            with pytest.raises(spool.ReadBackError):
+                f.read(10)
+    finally:
+        form.close()

@@ -40,6 +40,11 @@ MAX_FIELD_SIZE = 8 * 1024 * 1024
 #: directory and, by the wheel spec's advice, its ``.dist-info`` files are; any other byte the
 #: checks read comes back from the store.
 TAIL = 8 * 1024 * 1024
+#: Reading such a spool back: the bytes asked of the store at once, and the most requests one
+#: upload's checks may make (a wheel of many small members spread out before its tail, each
+#: read by the checks, must not turn into a request per member).
+READ_BACK_BLOCK = 1024 * 1024
+MAX_READ_BACKS = 256
 
 
 #: The errors of a full disk or an exhausted quota.
@@ -107,6 +112,9 @@ class _TailFile(io.RawIOBase):
         self._spooled = spooled
         self._f = open(spooled.path, "rb")
         self._pos = 0
+        self._read_backs = 0
+        #: The last block read back: (its offset, its bytes).
+        self._block: tuple[int, bytes] = (0, b"")
 
     def readable(self) -> bool:
         return True
@@ -130,14 +138,28 @@ class _TailFile(io.RawIOBase):
         if self._pos >= kept_from:
             data = os.pread(self._f.fileno(), n, self._pos)
         else:
-            n = min(n, kept_from - self._pos)
-            back = self._spooled.read_back
-            data = back(self._pos, self._pos + n) if back is not None else None
-            if data is None or len(data) != n:
-                raise ReadBackError(f"cannot read bytes {self._pos}-{self._pos + n} of the upload back")
+            data = self._read_back(min(n, kept_from - self._pos))
         memoryview(buffer).cast("B")[: len(data)] = data
         self._pos += len(data)
         return len(data)
+
+    def _read_back(self, n: int) -> bytes:
+        """``n`` bytes at the position, from the last block read back or one more block of it."""
+        start, block = self._block
+        if not start <= self._pos < start + len(block):
+            self._read_backs += 1
+            if self._read_backs > MAX_READ_BACKS:
+                raise ReadBackError(
+                    f"the checks read more than {MAX_READ_BACKS} pieces of the upload before its last "
+                    f"{TAIL // 1024 // 1024} MiB back from the store"
+                )
+            stop = min(self._pos + READ_BACK_BLOCK, self._spooled.kept_from)
+            back = self._spooled.read_back
+            got = back(self._pos, stop) if back is not None else None
+            if got is None or len(got) != stop - self._pos:
+                raise ReadBackError(f"cannot read bytes {self._pos}-{stop} of the upload back")
+            start, block = self._block = (self._pos, got)
+        return block[self._pos - start : self._pos - start + n]
 
     def close(self) -> None:
         self._f.close()
