@@ -216,6 +216,22 @@ class Storage(abc.ABC):
         headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
         self._put_file(check_path(path), local_path, headers)
 
+    def move_file(
+        self,
+        path: str,
+        local_path: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+    ) -> None:
+        """``put_file``, and the store takes the file: when this returns, ``local_path`` is
+        gone (a store on its filesystem renames it into place: no copy, no new file). After
+        an error it may still be there, and the caller removes it.
+        """
+        headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        self._move_file(check_path(path), local_path, headers)
+
     def begin_upload(
         self,
         path: str | None = None,
@@ -358,6 +374,12 @@ class Storage(abc.ABC):
         multipart upload read from the path). The default opens it and calls ``_put``."""
         with open(local_path, "rb") as f:
             self._put(path, f, headers)
+
+    def _move_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
+        """Store the file at ``local_path`` and remove it; override to rename it into place.
+        The default is ``_put_file``, then the file's removal."""
+        self._put_file(path, local_path, headers)
+        os.unlink(local_path)
 
     def _begin_upload(
         self, path: str | None, headers: ObjectHeaders, *, local_copy: str | None, size_hint: int | None

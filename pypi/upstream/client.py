@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -287,8 +288,8 @@ class UpstreamClient:
         return data
 
     def download(self, url: str, dest_dir: str, *, max_size: int = 0) -> Downloaded:
-        """Stream ``url`` into a new file in ``dest_dir``, hashing it; the caller removes it."""
-        os.makedirs(dest_dir, exist_ok=True)
+        """Stream ``url`` into a new file ``dest_dir/upstream-<pid>-<n>.part``, hashing it; the
+        caller removes it (or has the store take it)."""
         sha256, md5, blake2 = hashlib.sha256(), hashlib.md5(), hashlib.blake2b(digest_size=32)
         size = 0
         fd, path = _mkstemp(dest_dir)
@@ -434,10 +435,22 @@ def _blocks(response: Any, url: str) -> Iterator[bytes]:
         yield block
 
 
-def _mkstemp(folder: str) -> tuple[int, str]:
-    import tempfile
+#: Numbers the download files (no random names: ``tempfile.mkstemp``'s cost per file).
+_counter = itertools.count()
 
-    return tempfile.mkstemp(prefix="upstream-", suffix=".part", dir=folder)
+
+def _mkstemp(folder: str) -> tuple[int, str]:
+    """A new file ``folder/upstream-<pid>-<n>.part`` (0600) open for writing, ``folder``
+    created when missing; a name a killed process left is skipped."""
+    while True:
+        path = os.path.join(folder, f"upstream-{os.getpid()}-{next(_counter)}.part")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
 
 
 def _safe(url: str) -> str:

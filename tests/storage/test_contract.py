@@ -201,6 +201,19 @@ def test_put_file_from_a_local_path(store, tmp_path):
     assert store.stat(PATH).size == len(data)
 
 
+def test_move_file_stores_the_file_and_takes_it(store, tmp_path):
+    """``move_file``: the object is the file's bytes with its headers, and the file is gone."""
+    data = os.urandom(200_000)
+    src = tmp_path / "spool.part"
+    src.write_bytes(data)
+    with store.batch():
+        store.move_file(PATH, str(src), content_type="application/zip", metadata={"sha256": "moved"})
+    assert not src.exists()
+    assert read_all(store, PATH) == data
+    assert store.stat(PATH).content_type == "application/zip"
+    assert store.metadata(PATH).get("sha256") == "moved"
+
+
 # -- ranged reads and what open() tells of the object ---------------------------------
 
 
