@@ -15,7 +15,7 @@ import datetime
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -349,7 +349,7 @@ class Storage(abc.ABC):
 
     # -- batched durability -----------------------------------------------------------
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(self, *, sync: bool = True) -> AbstractContextManager[None]:
         """A block in which this thread's puts may return before their objects are durable.
 
         Every put stays atomic (a reader sees the whole object or nothing), and
@@ -358,10 +358,25 @@ class Storage(abc.ABC):
         to them only after the block ("store, then commit"). After an error in
         the block nothing is promised for its objects (a crash may lose them;
         no row refers to them). Blocks nest: the outer one makes them durable.
+        With ``sync=False`` the end of the block does not: the caller passes the
+        objects' paths to ``sync`` (in this or another process, on a store of
+        the same settings) before it commits rows that refer to them; several
+        blocks' objects are then made durable at once.
         The default is a block that changes nothing: the backend's puts are
         durable when they return (S3, Swift).
         """
         return contextlib.nullcontext()
+
+    def sync(self, paths: Iterable[str]) -> None:
+        """Make the objects at ``paths`` durable, put in ``batch(sync=False)`` blocks of this
+        or another process; raises StorageUnavailable when the store reports a write error
+        (then nothing is promised for them). The default does nothing: puts are durable when
+        they return."""
+        self._sync([check_path(p) for p in paths])
+
+    def _sync(self, paths: list[str]) -> None:
+        """A backend's ``sync`` of checked paths (default: nothing to do)."""
+        return None
 
     # -- what a backend implements (paths already checked) -------------------------------
 

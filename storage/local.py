@@ -215,9 +215,10 @@ class LocalStorage(Storage):
     # -- batched durability: one flush of the filesystem for the objects of a batch --------
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, sync: bool = True) -> Iterator[None]:
         """Puts in the block skip their two fsyncs (file, folder); its end makes them all
-        durable at once (see ``_make_durable``). Nested blocks join the outer one."""
+        durable at once (see ``_make_durable``), or with ``sync=False`` a later ``sync``
+        of their paths does. Nested blocks join the outer one."""
         if getattr(self._batch, "objects", None) is not None:
             yield
             return
@@ -227,8 +228,14 @@ class LocalStorage(Storage):
             yield
         finally:
             self._batch.objects = None
-        if objects:
+        if objects and sync:
             self._make_durable(objects)
+
+    def _sync(self, paths: list[str]) -> None:
+        """The objects of ``batch(sync=False)`` blocks (this process's or another's): what the
+        end of a batch does for its own (one syncfs from SYNCFS_FROM objects on)."""
+        if paths:
+            self._make_durable([self._full(p) for p in paths])
 
     def _deferred(self, full: str) -> bool:
         """Whether the put of ``full`` leaves its fsyncs to the end of the thread's batch
@@ -250,8 +257,7 @@ class LocalStorage(Storage):
                 _fsync_each(objects)
                 return
             devices: dict[int, str] = {}
-            for full in objects:
-                folder = os.path.dirname(full)
+            for folder in dict.fromkeys(os.path.dirname(full) for full in objects):
                 with contextlib.suppress(FileNotFoundError):  # deleted in the block: nothing to keep
                     devices.setdefault(os.stat(folder).st_dev, folder)
             for device, folder in devices.items():

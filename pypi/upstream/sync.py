@@ -9,6 +9,7 @@ Incremental by serial when upstream offers XML-RPC's changelog.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import signal
 import threading
@@ -31,6 +32,7 @@ import storage
 from pypi.config import UpstreamSettings
 from pypi.index import packages
 from pypi.index.db import Database, DatabaseError, utcnow
+from pypi.index.objects import METADATA_SUFFIX
 from pypi.upstream import records
 from pypi.upstream.client import HashMismatch, UpstreamClient, UpstreamError
 from pypi.upstream.fetch import fetch_and_store
@@ -219,7 +221,10 @@ class Mirror:
         project has before, and commits each project's rows when its worker is done. Worker
         processes share no interpreter lock: 8 threads of one process spent more time handing
         that lock over than working. At most WINDOW projects per process are
-        queued or waiting for their commit at once (a busy parent does not stall the workers)."""
+        queued or waiting for their commit at once (a busy parent does not stall the workers).
+        The workers do not wait for their objects to be durable: this process makes those of
+        every project that finished meanwhile durable at once (one flush of the local disk
+        for many projects), then commits each project's rows."""
         total, done = len(todo), 0
         pool = ProcessPoolExecutor(
             self.processes,
@@ -230,12 +235,16 @@ class Mirror:
         running: dict[Future, tuple[str, int, str | None]] = {}
         queue = iter(sorted(todo.items()))
 
-        def finish(future: Future) -> None:
+        def finish(futures: set[Future]) -> None:
+            """Store, then commit: the finished projects' objects made durable, then their rows."""
             nonlocal done
-            name, serial, origin = running.pop(future)
-            done += 1
-            line = self._outcome(name, lambda: self._commit(name, serial, origin, future.result()))
-            self.progress(f"[{done}/{total}] {name}: {line}")
+            unsynced = self._sync_stored([f.result() for f in futures if f.exception() is None])
+            for future in futures:
+                name, serial, origin = running.pop(future)
+                done += 1
+                commit = functools.partial(self._commit_synced, name, serial, origin, future, unsynced)
+                line = self._outcome(name, commit)
+                self.progress(f"[{done}/{total}] {name}: {line}")
 
         try:
             for name, serial in queue:
@@ -252,15 +261,46 @@ class Mirror:
                     continue
                 running[future] = (normalized, serial, origin)
                 while len(running) >= WINDOW * self.processes:
-                    for future in wait(running, return_when=FIRST_COMPLETED).done:
-                        finish(future)
+                    finish(wait(running, return_when=FIRST_COMPLETED).done)
             while running:
-                for future in wait(running, return_when=FIRST_COMPLETED).done:
-                    finish(future)
+                finish(wait(running, return_when=FIRST_COMPLETED).done)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
             raise
         pool.shutdown()
+
+    def _sync_stored(self, results: list[Fetched]) -> storage.StorageError | None:
+        """Make the objects the workers stored for ``results`` durable at once; the error when
+        the store could not (then none of them is committed)."""
+        paths = [
+            p
+            for fetched in results
+            for stored in fetched.stored.values()
+            for p in (stored.path, stored.path + METADATA_SUFFIX if stored.metadata_sha256 else None)
+            if p is not None
+        ]
+        try:
+            self.store.sync(paths)
+        except storage.StorageError as exc:
+            return exc
+        return None
+
+    def _commit_synced(
+        self,
+        name: str,
+        serial: int,
+        origin: str | None,
+        future: Future,
+        unsynced: storage.StorageError | None,
+    ) -> str:
+        """``_commit`` of a worker's result, unless its objects could not be made durable."""
+        fetched = future.result()
+        if unsynced is not None:
+            for failure in fetched.failures:
+                self._fail(failure)
+            self._delete_unreferenced([s.path for s in fetched.stored.values()])
+            raise unsynced
+        return self._commit(name, serial, origin, fetched)
 
     def _outcome(self, name: str, result: Callable[[], str]) -> str:
         """The progress line of one project's sync: ``result()``'s, or FAILED with the reason
@@ -320,9 +360,10 @@ class Mirror:
             self.report.projects += 1
         return normalized, origin, existing
 
-    def _download(self, normalized: str, existing: set[str]) -> Fetched:
+    def _download(self, normalized: str, existing: set[str], *, sync: bool = True) -> Fetched:
         """Upstream's page and the files missing here, each verified and stored (durable when
-        this returns); no database write. Runs in a worker process with ``processes``."""
+        this returns; with ``sync=False`` once the caller's ``store.sync`` of them returns); no
+        database write. Runs in a worker process with ``processes``."""
         page = self.client.project(normalized)
         if page is None:
             return Fetched(found=False)
@@ -332,8 +373,9 @@ class Mirror:
         if self.dry_run:
             return fetched
         try:
-            # Store, then commit: the batch makes every object durable before it ends.
-            with self.store.batch():
+            # Store, then commit: the batch makes every object durable before it ends (or the
+            # parent's store.sync does, before its commit).
+            with self.store.batch(sync=sync):
                 for f in missing:
                     try:
                         fetched.stored[f.filename] = fetch_and_store(
@@ -421,7 +463,7 @@ def _start_worker(mirror: Mirror) -> None:
 
 def _worker_download(normalized: str, existing: set[str]) -> Fetched:
     assert _worker is not None
-    return _worker._download(normalized, existing)
+    return _worker._download(normalized, existing, sync=False)  # the parent syncs, then commits
 
 
 def _die_with_parent() -> None:

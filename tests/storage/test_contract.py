@@ -303,6 +303,20 @@ def test_objects_put_in_a_batch_are_there_when_it_ends(store, tmp_path):
         pass  # an empty batch, after a failed one, is fine
 
 
+def test_objects_of_a_batch_without_sync_are_there_and_sync_takes_their_paths(store):
+    """``batch(sync=False)``: whole objects at once; ``sync`` of their paths (durable after it)
+    returns, and refuses an unsafe path as every method does."""
+    paths = [PATH, PATH + ".metadata"]
+    with store.batch(sync=False):
+        put_bytes(store, PATH, b"object")
+        put_bytes(store, PATH + ".metadata", b"meta")
+    store.sync(paths)
+    store.sync([])
+    assert read_all(store, PATH) == b"object" and read_all(store, PATH + ".metadata") == b"meta"
+    with pytest.raises(InvalidPath):
+        store.sync(["a/../b"])
+
+
 # -- streamed uploads (begin_upload) ---------------------------------------------------
 
 #: More than one S3 part (8 MiB) and several Swift segments (1 MiB in these stores).

@@ -170,3 +170,21 @@ def test_a_failed_batch_skips_the_flush_and_a_failed_flush_is_unavailable(tmp_pa
     with pytest.raises(StorageUnavailable), store.batch():
         for n in range(storage.local.SYNCFS_FROM):
             store.put(f"packages/aa/{n}.whl", io.BytesIO(b"y"))
+
+
+@pytest.mark.parametrize("objects", [2, storage.local.SYNCFS_FROM])
+def test_a_batch_without_sync_leaves_its_objects_to_a_later_sync_of_their_paths(tmp_path, synced, objects):
+    """``batch(sync=False)`` (a mirror's worker process) flushes nothing; ``sync`` of the
+    paths, from another store on the same folder (the parent), does what the batch's end
+    would have: one syncfs, or for a few objects an fsync of each and of their folder."""
+    worker = LocalStorage(root=str(tmp_path / "s"))
+    paths = [f"packages/aa/{n}.whl" for n in range(objects)]
+    with worker.batch(sync=False):
+        for path in paths:
+            worker.put(path, io.BytesIO(b"x"))
+    assert synced == []
+    LocalStorage(root=str(tmp_path / "s")).sync(paths)
+    if objects >= storage.local.SYNCFS_FROM:
+        assert synced == [f"syncfs {os.path.join(worker.root, 'packages', 'aa')}"]
+    else:
+        assert rel(worker, synced) == [*paths, "packages/aa"]
