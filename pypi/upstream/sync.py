@@ -9,6 +9,7 @@ Incremental by serial when upstream offers XML-RPC's changelog.
 
 from __future__ import annotations
 
+import collections
 import functools
 import multiprocessing
 import signal
@@ -222,9 +223,10 @@ class Mirror:
         processes share no interpreter lock: 8 threads of one process spent more time handing
         that lock over than working. At most WINDOW projects per process are
         queued or waiting for their commit at once (a busy parent does not stall the workers).
-        The workers do not wait for their objects to be durable: this process makes those of
-        every project that finished meanwhile durable at once (one flush of the local disk
-        for many projects), then commits each project's rows."""
+        The workers do not wait for their objects to be durable: a thread of this process
+        makes those of every project that finished meanwhile durable at once (one flush of
+        the local disk for many projects) while this thread commits the rows of the projects
+        whose objects already are (groups in the order they finished)."""
         total, done = len(todo), 0
         pool = ProcessPoolExecutor(
             self.processes,
@@ -233,18 +235,32 @@ class Mirror:
             initargs=(self,),
         )
         running: dict[Future, tuple[str, int, str | None]] = {}
+        #: Finished projects whose objects the syncer thread is making durable, oldest first.
+        syncing: collections.deque[tuple[Future, list[tuple[Future, str, int, str | None]]]]
+        syncing = collections.deque()
+        syncer = ThreadPoolExecutor(1, thread_name_prefix="cloudpypi-mirror-sync")
         queue = iter(sorted(todo.items()))
 
-        def finish(futures: set[Future]) -> None:
-            """Store, then commit: the finished projects' objects made durable, then their rows."""
+        def pending() -> int:
+            return len(running) + sum(len(group) for _sync, group in syncing)
+
+        def step() -> None:
+            """Wait for a project's worker or a group's sync; store, then commit: the projects
+            that finished go to the syncer, those whose objects are durable are committed."""
             nonlocal done
-            unsynced = self._sync_stored([f.result() for f in futures if f.exception() is None])
-            for future in futures:
-                name, serial, origin = running.pop(future)
-                done += 1
-                commit = functools.partial(self._commit_synced, name, serial, origin, future, unsynced)
-                line = self._outcome(name, commit)
-                self.progress(f"[{done}/{total}] {name}: {line}")
+            ready = wait({*running, *(sync for sync, _group in syncing)}, return_when=FIRST_COMPLETED).done
+            finished = [future for future in ready if future in running]
+            if finished:
+                group = [(future, *running.pop(future)) for future in finished]
+                results = [future.result() for future in finished if future.exception() is None]
+                syncing.append((syncer.submit(self._sync_stored, results), group))
+            while syncing and syncing[0][0].done():
+                sync, group = syncing.popleft()
+                unsynced = sync.result()
+                for future, name, serial, origin in group:
+                    done += 1
+                    commit = functools.partial(self._commit_synced, name, serial, origin, future, unsynced)
+                    self.progress(f"[{done}/{total}] {name}: {self._outcome(name, commit)}")
 
         try:
             for name, serial in queue:
@@ -260,14 +276,16 @@ class Mirror:
                     self._fail(f"{normalized}: not synced, the worker processes died")
                     continue
                 running[future] = (normalized, serial, origin)
-                while len(running) >= WINDOW * self.processes:
-                    finish(wait(running, return_when=FIRST_COMPLETED).done)
-            while running:
-                finish(wait(running, return_when=FIRST_COMPLETED).done)
+                while pending() >= WINDOW * self.processes:
+                    step()
+            while running or syncing:
+                step()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
+            syncer.shutdown(wait=True)  # what it made durable is not committed: orphans, fsck lists them
             raise
         pool.shutdown()
+        syncer.shutdown()
 
     def _sync_stored(self, results: list[Fetched]) -> storage.StorageError | None:
         """Make the objects the workers stored for ``results`` durable at once; the error when
