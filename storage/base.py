@@ -15,7 +15,7 @@ import datetime
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -216,6 +216,22 @@ class Storage(abc.ABC):
         headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
         self._put_file(check_path(path), local_path, headers)
 
+    def move_file(
+        self,
+        path: str,
+        local_path: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+    ) -> None:
+        """``put_file``, and the store takes the file: when this returns, ``local_path`` is
+        gone (a store on its filesystem renames it into place: no copy, no new file). After
+        an error it may still be there, and the caller removes it.
+        """
+        headers = ObjectHeaders(content_type, dict(metadata or {}), cache_control)
+        self._move_file(check_path(path), local_path, headers)
+
     def begin_upload(
         self,
         path: str | None = None,
@@ -333,7 +349,7 @@ class Storage(abc.ABC):
 
     # -- batched durability -----------------------------------------------------------
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(self, *, sync: bool = True) -> AbstractContextManager[None]:
         """A block in which this thread's puts may return before their objects are durable.
 
         Every put stays atomic (a reader sees the whole object or nothing), and
@@ -342,10 +358,25 @@ class Storage(abc.ABC):
         to them only after the block ("store, then commit"). After an error in
         the block nothing is promised for its objects (a crash may lose them;
         no row refers to them). Blocks nest: the outer one makes them durable.
+        With ``sync=False`` the end of the block does not: the caller passes the
+        objects' paths to ``sync`` (in this or another process, on a store of
+        the same settings) before it commits rows that refer to them; several
+        blocks' objects are then made durable at once.
         The default is a block that changes nothing: the backend's puts are
         durable when they return (S3, Swift).
         """
         return contextlib.nullcontext()
+
+    def sync(self, paths: Iterable[str]) -> None:
+        """Make the objects at ``paths`` durable, put in ``batch(sync=False)`` blocks of this
+        or another process; raises StorageUnavailable when the store reports a write error
+        (then nothing is promised for them). The default does nothing: puts are durable when
+        they return."""
+        self._sync([check_path(p) for p in paths])
+
+    def _sync(self, paths: list[str]) -> None:
+        """A backend's ``sync`` of checked paths (default: nothing to do)."""
+        return None
 
     # -- what a backend implements (paths already checked) -------------------------------
 
@@ -358,6 +389,12 @@ class Storage(abc.ABC):
         multipart upload read from the path). The default opens it and calls ``_put``."""
         with open(local_path, "rb") as f:
             self._put(path, f, headers)
+
+    def _move_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
+        """Store the file at ``local_path`` and remove it; override to rename it into place.
+        The default is ``_put_file``, then the file's removal."""
+        self._put_file(path, local_path, headers)
+        os.unlink(local_path)
 
     def _begin_upload(
         self, path: str | None, headers: ObjectHeaders, *, local_copy: str | None, size_hint: int | None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import errno
 import io
+import itertools
 import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +33,15 @@ from storage.base import (
 )
 
 _META_SUFFIX = ".cloudpypi-meta"
+#: The extended attribute holding an object's content type and metadata (where the
+#: filesystem has them; else the side file ``<object>.cloudpypi-meta``).
+_XATTR = "user.cloudpypi"
+#: setxattr's answers for a filesystem without user attributes: side files from then on.
+_NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
+#: ... and for one value it cannot hold (too large): a side file for that object.
+_XATTR_TOO_LARGE = frozenset({errno.E2BIG, errno.ENOSPC, errno.ERANGE})
+#: Numbers the temporary files' names (``.tmp-<pid>-<n>``): no random names, no retries.
+_counter = itertools.count()
 #: Objects and folders are readable by everyone: ``public_url`` exists so that a
 #: web server (running as another user) serves them straight from the folder.
 FILE_MODE = 0o644
@@ -44,8 +54,11 @@ class LocalStorage(Storage):
     """Objects as files below ``root``; writes go to a temporary file, fsync, rename (the
     fsyncs of the puts in a ``batch`` are done together at its end).
 
-    Content type and metadata are kept in a small side file so that ``stat``
-    answers the same as the object stores do. Files are created 0644 and
+    Content type and metadata are kept in an extended attribute of the file
+    (``user.cloudpypi``, set before the rename: it appears with the object and
+    is durable with it), or where the filesystem has none in a small side file
+    ``<object>.cloudpypi-meta`` (durable before the object's rename), so that
+    ``stat`` answers the same as the object stores do. Files are created 0644 and
     folders 0755, whatever the umask. ``cache_control`` is not kept: the web
     server in front of ``public_url`` (or the application) sets that header.
     """
@@ -59,6 +72,8 @@ class LocalStorage(Storage):
         self._batch = threading.local()
         #: st_dev -> the syncfs shared by the batches ending at the same time.
         self._group_syncs: dict[int, _GroupSync] = {}
+        #: False once the filesystem refused a user extended attribute: side files only.
+        self._xattrs = True
 
     @classmethod
     def from_config(cls, settings: Mapping[str, str], *, data_dir: str) -> LocalStorage:
@@ -69,16 +84,21 @@ class LocalStorage(Storage):
         return os.path.join(self.root, *path.split("/"))
 
     def _makedirs(self, folder: str) -> None:
-        """Create ``folder`` and its missing parents, each 0755 whatever the umask."""
-        if os.path.isdir(folder):
-            return
-        parent = os.path.dirname(folder)
-        if parent != folder:
-            self._makedirs(parent)
+        """Create ``folder`` and its missing parents, each 0755 whatever the umask. One
+        ``mkdir`` when the folder exists or only it is missing (a new object's own folder)."""
         try:
             os.mkdir(folder, FOLDER_MODE)
         except FileExistsError:
             return
+        except FileNotFoundError:
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                raise
+            self._makedirs(parent)
+            try:
+                os.mkdir(folder, FOLDER_MODE)
+            except FileExistsError:
+                return
         os.chmod(folder, FOLDER_MODE)
 
     def check(self) -> None:
@@ -97,16 +117,16 @@ class LocalStorage(Storage):
         deferred = self._deferred(full)
         try:
             self._makedirs(folder)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            fd, tmp = _create_temporary(folder)
             try:
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(local_file, out, 1024 * 1024)
                     out.flush()
                     os.fchmod(out.fileno(), FILE_MODE)
+                    in_xattr = self._set_xattr(out.fileno(), headers)
                     if not deferred:
                         os.fsync(out.fileno())
-                self._write_meta(full, headers.content_type, headers.metadata, durable=not deferred)
-                os.replace(tmp, full)
+                self._place(tmp, full, headers, in_xattr, durable=not deferred)
             except BaseException:
                 _unlink(tmp)
                 raise
@@ -114,6 +134,31 @@ class LocalStorage(Storage):
                 _fsync_dir(folder)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def _place(self, tmp: str, full: str, headers: ObjectHeaders, in_xattr: bool, *, durable: bool) -> None:
+        """Rename the written ``tmp`` to ``full``: after its side file when the attribute
+        could not be set, else dropping the side file an older object there had."""
+        if not in_xattr:
+            self._write_meta(full, headers.content_type, headers.metadata, durable=durable)
+        os.replace(tmp, full)
+        if in_xattr:
+            _unlink(full + _META_SUFFIX)
+
+    def _set_xattr(self, target: int | str, headers: ObjectHeaders) -> bool:
+        """Set the content type and metadata as the file's extended attribute (``target``:
+        its descriptor or path); False where the filesystem cannot (then a side file)."""
+        if not self._xattrs:
+            return False
+        try:
+            os.setxattr(target, _XATTR, _meta_bytes(headers.content_type, headers.metadata))
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                self._xattrs = False
+                return False
+            if exc.errno in _XATTR_TOO_LARGE:
+                return False
+            raise
+        return True
 
     def _put_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
         """Hard-link the file into place when it is on the same disk (no copy); else copy."""
@@ -127,29 +172,53 @@ class LocalStorage(Storage):
             with open(local_path, "rb") as f:
                 self._put(path, f, headers)
             return
-        deferred = self._deferred(full)
         try:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fchmod(fd, FILE_MODE)  # the spool file it shares an inode with is 0600
-                if not deferred:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._write_meta(full, headers.content_type, headers.metadata, durable=not deferred)
-            os.replace(tmp, full)
-            if not deferred:
-                _fsync_dir(folder)
+            self._finish(tmp, full, headers)
         except OSError as exc:
             _unlink(tmp)
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
 
+    def _move_file(self, path: str, local_path: str, headers: ObjectHeaders) -> None:
+        """Rename the file into place when it is on the same disk (no copy, no new file);
+        else ``put_file`` and remove it. It is the object's temporary meanwhile: it is
+        complete when it is renamed, and where it lies a killed writer's leftover is found
+        (a spool folder's or a ``.tmp-*`` file)."""
+        full = self._full(path)
+        try:
+            self._makedirs(os.path.dirname(full))
+            self._finish(local_path, full, headers)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
+            self._put_file(path, local_path, headers)
+            _unlink(local_path)
+
+    def _finish(self, tmp: str, full: str, headers: ObjectHeaders) -> None:
+        """Make the complete file ``tmp`` (on this disk) the object at ``full``: mode,
+        headers, fsyncs (or the batch's), rename."""
+        deferred = self._deferred(full)
+        if deferred:  # the batch's end opens it to make it durable
+            os.chmod(tmp, FILE_MODE)  # a spool file (or the one it shares an inode with) is 0600
+            in_xattr = self._set_xattr(tmp, headers)
+        else:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fchmod(fd, FILE_MODE)
+                in_xattr = self._set_xattr(fd, headers)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._place(tmp, full, headers, in_xattr, durable=not deferred)
+        if not deferred:
+            _fsync_dir(os.path.dirname(full))
+
     # -- batched durability: one flush of the filesystem for the objects of a batch --------
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, sync: bool = True) -> Iterator[None]:
         """Puts in the block skip their two fsyncs (file, folder); its end makes them all
-        durable at once (see ``_make_durable``). Nested blocks join the outer one."""
+        durable at once (see ``_make_durable``), or with ``sync=False`` a later ``sync``
+        of their paths does. Nested blocks join the outer one."""
         if getattr(self._batch, "objects", None) is not None:
             yield
             return
@@ -159,8 +228,14 @@ class LocalStorage(Storage):
             yield
         finally:
             self._batch.objects = None
-        if objects:
+        if objects and sync:
             self._make_durable(objects)
+
+    def _sync(self, paths: list[str]) -> None:
+        """The objects of ``batch(sync=False)`` blocks (this process's or another's): what the
+        end of a batch does for its own (one syncfs from SYNCFS_FROM objects on)."""
+        if paths:
+            self._make_durable([self._full(p) for p in paths])
 
     def _deferred(self, full: str) -> bool:
         """Whether the put of ``full`` leaves its fsyncs to the end of the thread's batch
@@ -182,8 +257,7 @@ class LocalStorage(Storage):
                 _fsync_each(objects)
                 return
             devices: dict[int, str] = {}
-            for full in objects:
-                folder = os.path.dirname(full)
+            for folder in dict.fromkeys(os.path.dirname(full) for full in objects):
                 with contextlib.suppress(FileNotFoundError):  # deleted in the block: nothing to keep
                     devices.setdefault(os.stat(folder).st_dev, folder)
             for device, folder in devices.items():
@@ -196,12 +270,11 @@ class LocalStorage(Storage):
     ) -> None:
         """The side file with the object's content type and metadata; ``durable``: on disk
         before its rename (else the batch's end makes it durable with the object)."""
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(full), prefix=".tmp-")
+        fd, tmp = _create_temporary(os.path.dirname(full))
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with os.fdopen(fd, "wb") as out:
                 os.fchmod(out.fileno(), FILE_MODE)
-                # dumps (C encoder) then one write: json.dump streams through the Python encoder
-                out.write(json.dumps({"content_type": content_type, "metadata": dict(metadata)}))
+                out.write(_meta_bytes(content_type, metadata))
                 if durable:  # a crash must not leave the object with an empty side file
                     out.flush()
                     os.fsync(out.fileno())
@@ -211,6 +284,12 @@ class LocalStorage(Storage):
             raise
 
     def _read_meta(self, full: str) -> dict:
+        """The object's content type and metadata: its extended attribute, else its side file
+        (an object stored where there were no attributes, or before they were used)."""
+        try:
+            return json.loads(os.getxattr(full, _XATTR))
+        except (OSError, ValueError):
+            pass
         try:
             with open(full + _META_SUFFIX, encoding="utf-8") as f:
                 return json.load(f)
@@ -342,6 +421,22 @@ class LocalStorage(Storage):
             _unlink(full)
         except OSError as exc:
             raise StorageUnavailable(f"cannot remove {temporary.name}: {exc.strerror}") from None
+
+
+def _meta_bytes(content_type: str, metadata: Mapping[str, str]) -> bytes:
+    """What the attribute or side file holds (dumps: the C encoder)."""
+    return json.dumps({"content_type": content_type, "metadata": dict(metadata)}).encode()
+
+
+def _create_temporary(folder: str) -> tuple[int, str]:
+    """A new file ``folder/.tmp-<pid>-<n>`` open for writing (0600 until its fchmod); a name
+    a killed process left is skipped."""
+    while True:
+        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{next(_counter)}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue
 
 
 def _unlink(path: str) -> None:

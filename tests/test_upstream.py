@@ -227,6 +227,58 @@ def test_mirror_worker_processes_store_and_this_process_commits(tmp_path, db_url
         db.close()
 
 
+def test_the_parent_makes_the_workers_objects_durable_before_it_commits(tmp_path, db_url, tree, monkeypatch):
+    """Workers store without flushing (``batch(sync=False)``); the parent syncs every object
+    of the projects that finished (files and .metadata) before committing their rows. When
+    that sync fails, nothing is committed, the objects are removed and the run fails."""
+    from pypi.commands.common import open_storage
+    from storage.base import StorageUnavailable
+    from storage.local import LocalStorage
+
+    config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
+    db = Database(config.database.url)
+    store = open_storage(config)
+    parent = os.getpid()
+    events: list[tuple[str, set[str]]] = []
+    real_sync, real_commit = LocalStorage._sync, Mirror._commit
+
+    def sync(self, paths):
+        assert os.getpid() == parent  # never in a worker
+        events.append(("sync", set(paths)))
+        return real_sync(self, paths)
+
+    def commit(self, name, serial, origin, fetched):
+        events.append(("commit", {s.path for s in fetched.stored.values()}))
+        return real_commit(self, name, serial, origin, fetched)
+
+    monkeypatch.setattr(LocalStorage, "_sync", sync)
+    monkeypatch.setattr(Mirror, "_commit", commit)
+    try:
+        report = _in_processes(db, store, config, tmp_path, lambda: open_storage(config)).run()
+        assert report.ok and report.added == 2, report.summary()
+        (kind1, synced), (kind2, committed) = events
+        assert (kind1, kind2) == ("sync", "commit") and len(committed) == 2
+        wheel = next(p for p in committed if p.endswith(".whl"))
+        assert synced == committed | {wheel + ".metadata"}
+
+        def broken(self, paths):
+            raise StorageUnavailable("cannot make stored objects durable: Input/output error")
+
+        with db.transaction(write=True) as tx:
+            tx.execute("DELETE FROM files")
+        for o in list(store.list("packages/")):
+            store.delete(o.path)
+        monkeypatch.setattr(LocalStorage, "_sync", broken)
+        report = _in_processes(db, store, config, tmp_path, lambda: open_storage(config)).run()
+        assert not report.ok and "Input/output error" in report.summary()
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM files") == 0
+        assert list(store.list("packages/")) == []
+    finally:
+        store.close()
+        db.close()
+
+
 def test_a_mirror_stopped_between_store_and_commit_leaves_only_orphans(tmp_path, db_url, tree, monkeypatch):
     """The workers stored a project's files, then the run stops before its rows are committed:
     no row exists without its object, fsck lists the stored objects as orphans, and the next
@@ -357,7 +409,7 @@ def test_a_worker_process_that_dies_is_a_failure_of_the_run(tmp_path, db_url, tr
     config = make_config(tmp_path, db_url, upstream={"url": tree.url, "mode": "mirror"})
     db = Database(config.database.url)
     store = open_storage(config)
-    monkeypatch.setattr(Mirror, "_download", lambda self, *args: os._exit(9))  # runs in the worker
+    monkeypatch.setattr(Mirror, "_download", lambda self, *args, **kw: os._exit(9))  # runs in the worker
     try:
         report = _in_processes(db, store, config, tmp_path, lambda: open_storage(config)).run()
         assert not report.ok and "worker process" in report.summary()

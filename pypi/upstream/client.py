@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import itertools
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -168,14 +170,13 @@ class UpstreamClient:
         body: bytes | None,
         headers: dict[str, str],
         url: str,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[http.client.HTTPConnection, _Answer]:
         """Send one request on a kept connection (once more on a new one when the server
         had closed the kept one meanwhile); the connection and its response's head."""
         for attempt in (1, 2):
             conn, reused = self._pool.take(key)
             try:
-                conn.request(method, target, body=body, headers=headers)
-                return conn, conn.getresponse()
+                return conn, _exchange(conn, key, method, target, body, headers)
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 # ValueError: http.client's InvalidURL (control characters in a redirect's target)
                 conn.close()
@@ -287,8 +288,8 @@ class UpstreamClient:
         return data
 
     def download(self, url: str, dest_dir: str, *, max_size: int = 0) -> Downloaded:
-        """Stream ``url`` into a new file in ``dest_dir``, hashing it; the caller removes it."""
-        os.makedirs(dest_dir, exist_ok=True)
+        """Stream ``url`` into a new file ``dest_dir/upstream-<pid>-<n>.part``, hashing it; the
+        caller removes it (or has the store take it)."""
         sha256, md5, blake2 = hashlib.sha256(), hashlib.md5(), hashlib.blake2b(digest_size=32)
         size = 0
         fd, path = _mkstemp(dest_dir)
@@ -354,7 +355,7 @@ class _Response:
 
     def __init__(
         self,
-        response: http.client.HTTPResponse,
+        response: _Answer,
         url: str,
         pool: _Pool,
         key: tuple[str, str, int],
@@ -399,6 +400,173 @@ class _Response:
         self._release()
 
 
+#: What http.client refuses in a request target (InvalidURL): controls and spaces.
+_UNSAFE_TARGET = re.compile("[\x00-\x20\x7f]")
+#: http.client's limits on a response head.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+def _exchange(
+    conn: http.client.HTTPConnection,
+    key: tuple[str, str, int],
+    method: str,
+    target: str,
+    body: bytes | None,
+    headers: dict[str, str],
+) -> _Answer:
+    """One request on ``conn`` and its response's head, HTTP/1.1 written and read here:
+    ``http.client``'s request and response objects (its header parsing goes through
+    ``email.parser``) were half a small download's CPU. ``conn`` only connects (TLS
+    included, with its timeout) and closes."""
+    if _UNSAFE_TARGET.search(target):
+        raise http.client.InvalidURL(f"URL can't contain control characters. {target!r}")
+    scheme, host, port = key
+    name = f"[{host}]" if ":" in host else host
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: {name}" if port == (443 if scheme == "https" else 80) else f"Host: {name}:{port}",
+    ]
+    lines.append("Accept-Encoding: identity")
+    lines.extend(f"{k}: {v}" for k, v in headers.items())
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    if conn.sock is None:
+        conn.connect()
+    fp = getattr(conn, "_cloudpypi_fp", None)
+    if fp is None or fp[0] is not conn.sock:
+        fp = (conn.sock, conn.sock.makefile("rb", 1 << 16))
+        conn._cloudpypi_fp = fp  # type: ignore[attr-defined]
+    conn.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+    return _Answer(fp[1], method)
+
+
+class _Answer:
+    """A response read from a connection's buffered socket file: status, headers, and a
+    body framed by Content-Length, chunks or the connection's end (what ``_Response`` and
+    ``_open`` use of ``http.client.HTTPResponse``)."""
+
+    def __init__(self, fp: Any, method: str) -> None:
+        self._fp = fp
+        while True:
+            line = fp.readline(_MAX_LINE + 1)
+            if not line:
+                raise http.client.RemoteDisconnected("Remote end closed connection without response")
+            version, _, rest = line.decode("iso-8859-1").rstrip("\r\n").partition(" ")
+            code, _, _reason = rest.partition(" ")
+            if not version.startswith("HTTP/") or len(line) > _MAX_LINE or not code.isdigit():
+                raise http.client.BadStatusLine(line.decode("iso-8859-1"))
+            self.status = int(code)
+            self._headers = _read_head(fp)
+            if self.status != 100:
+                break
+        found: dict[str, list[str]] = {}
+        for k, v in self._headers:
+            found.setdefault(k.lower(), []).append(v)
+        self._found = found
+        connection = self.getheader("connection", "").lower()
+        self.will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+        self._chunked = "chunked" in self.getheader("transfer-encoding", "").lower()
+        self._left: int | None = None  # bytes left of the body (of the current chunk when chunked)
+        self._done = False
+        if method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200:
+            self._done = True
+        elif self._chunked:
+            self._left = 0
+        elif self.getheader("content-length") is not None:
+            try:
+                self._left = int(self.getheader("content-length", ""))
+            except ValueError:
+                raise http.client.HTTPException("bad Content-Length") from None
+            if self._left < 0:
+                raise http.client.HTTPException("bad Content-Length")
+            self._done = self._left == 0
+        else:
+            self.will_close = True  # the body ends with the connection
+
+    def getheader(self, name: str, default: str | None = None) -> Any:
+        values = self._found.get(name.lower())
+        return ", ".join(values) if values else default
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return list(self._headers)
+
+    def isclosed(self) -> bool:
+        """Whether the body was read to its end."""
+        return self._done
+
+    def close(self) -> None:
+        """Its connection will not be reused: the socket's file too is closed."""
+        self._done = True
+        self._fp.close()
+
+    def read(self, amount: int | None = None) -> bytes:
+        if self._done:
+            return b""
+        if self._chunked:
+            return self._read_chunks(amount)
+        if self._left is None:  # until the connection ends
+            data = self._fp.read() if amount is None else self._fp.read(amount)
+            if not data or amount is None:
+                self._done = True
+            return data
+        want = self._left if amount is None else min(amount, self._left)
+        data = self._fp.read(want)
+        if len(data) < want:
+            raise http.client.IncompleteRead(data, want - len(data))
+        self._left -= want
+        self._done = self._left == 0
+        return data
+
+    def _read_chunks(self, amount: int | None) -> bytes:
+        parts: list[bytes] = []
+        got = 0
+        while amount is None or got < amount:
+            if not self._left:
+                line = self._fp.readline(_MAX_LINE + 1)
+                try:
+                    size = int(line.split(b";", 1)[0], 16)
+                except ValueError:
+                    raise http.client.IncompleteRead(b"".join(parts)) from None
+                if size == 0:
+                    _read_head(self._fp)  # trailers, then the blank line
+                    self._done = True
+                    break
+                self._left = size
+            want = self._left if amount is None else min(self._left, amount - got)
+            data = self._fp.read(want)
+            if len(data) < want:
+                raise http.client.IncompleteRead(data, want - len(data))
+            self._left -= want
+            if self._left == 0 and self._fp.read(2) != b"\r\n":
+                raise http.client.IncompleteRead(b"".join(parts))
+            parts.append(data)
+            got += want
+        return b"".join(parts)
+
+
+def _read_head(fp: Any) -> list[tuple[str, str]]:
+    """Header lines up to the blank line (folded lines joined), as (name, value)."""
+    headers: list[tuple[str, str]] = []
+    while True:
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            if not line:
+                raise http.client.IncompleteRead(b"")
+            return headers
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and headers:
+            headers[-1] = (headers[-1][0], headers[-1][1] + " " + text.strip())
+            continue
+        name, sep, value = text.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+        if len(headers) > _MAX_HEADERS:
+            raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+
+
 def _closed_by_peer(exc: BaseException) -> bool:
     """Whether a kept connection failed because the server had closed it (worth one retry)."""
     return isinstance(
@@ -434,10 +602,22 @@ def _blocks(response: Any, url: str) -> Iterator[bytes]:
         yield block
 
 
-def _mkstemp(folder: str) -> tuple[int, str]:
-    import tempfile
+#: Numbers the download files (no random names: ``tempfile.mkstemp``'s cost per file).
+_counter = itertools.count()
 
-    return tempfile.mkstemp(prefix="upstream-", suffix=".part", dir=folder)
+
+def _mkstemp(folder: str) -> tuple[int, str]:
+    """A new file ``folder/upstream-<pid>-<n>.part`` (0600) open for writing, ``folder``
+    created when missing; a name a killed process left is skipped."""
+    while True:
+        path = os.path.join(folder, f"upstream-{os.getpid()}-{next(_counter)}.part")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
 
 
 def _safe(url: str) -> str:

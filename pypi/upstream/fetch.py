@@ -2,12 +2,14 @@
 
 The same order as an upload: the bytes are spooled to a temporary file and
 hashed; only a verified file is put (atomically) at its content-addressed path,
-through the configured storage backend; the caller commits the row afterwards.
+through the configured storage backend, which takes the spool file (a local
+store on the same disk renames it into place); the caller commits the row afterwards.
 A mismatch raises HashMismatch and stores nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -56,7 +58,8 @@ def fetch_and_store(
         metadata, raw = _metadata(client, f, got.path, project, version)
         path = path or content_path(got.blake2_256, f.filename)
         with store.batch():  # both objects are durable when it ends (one folder: one fsync fewer)
-            store.put_file(path, got.path, content_type=content_type_of(f.filename), metadata=meta)
+            # The store takes the download (renamed into place on its disk: no copy, no new file).
+            store.move_file(path, got.path, content_type=content_type_of(f.filename), metadata=meta)
             if metadata is not None:
                 store.put(
                     path + METADATA_SUFFIX,
@@ -73,7 +76,8 @@ def fetch_and_store(
             release_meta=release_meta_from(metadata, raw) if metadata is not None else {},
         )
     finally:
-        os.unlink(got.path)
+        with contextlib.suppress(FileNotFoundError):  # not taken by the store
+            os.unlink(got.path)
 
 
 def _metadata(

@@ -164,34 +164,44 @@ def apply_page(
         record_change(tx, project["name"], None, "create", by, new_project=new_project)
     existing = upstream_files(tx, project["id"])
     wanted_names = {f.filename for f in wanted}
+    adding = [
+        f
+        for f in wanted
+        if f.filename not in existing
+        and version_of(f.filename) is not None
+        and (f.filename in stored or origin == PROXY)
+    ]
+    taken = _names_taken(tx, [f.filename for f in adding])  # by another project's rows
+    #: canonical version -> release row, read once (a new project has none yet).
+    known = (
+        {}
+        if new_project or not adding
+        else {r["canonical_version"]: r for r in packages.releases(tx, project["id"])}
+    )
 
-    for f in wanted:
-        if f.filename in existing:
+    for f in adding:
+        if f.filename in taken:
             continue
         version = version_of(f.filename)
-        if version is None:
-            continue
+        assert version is not None
         s = stored.get(f.filename)
-        if s is None and origin != PROXY:
-            continue
-        if tx.one("SELECT 1 FROM files WHERE filename = ?", (f.filename,)) is not None:
-            continue  # the name belongs to another project's row
-        release = packages.get_release(tx, project["id"], version)
+        canonical = packages.canonical_version(version)
+        release = known.get(canonical)
         if release is None:
             meta = dict(s.release_meta) if s else {}
             meta.setdefault("requires_python", f.requires_python)
-            release = packages.create_release(tx, project["id"], version, meta)
+            release = known[canonical] = packages.create_release(tx, project["id"], version, meta)
             record_change(tx, project["name"], version, "new release", by, new_project=new_project)
         elif s and s.release_meta and not release["summary"]:
             packages.update_release(tx, release["id"], s.release_meta)
+            release = known[canonical] = packages.get_release(tx, project["id"], version)
         _insert_file(tx, release["id"], f, s, origin)
-        existing_row = tx.one("SELECT id FROM files WHERE filename = ?", (f.filename,))
-        if existing_row is not None:
-            kind = "source" if f.filename.endswith((".tar.gz", ".zip")) else _pyversion(f.filename)
-            record_change(
-                tx, project["name"], version, f"add {kind} file {f.filename}", by, new_project=new_project
-            )
-            changes.added.append(f.filename)
+        taken.add(f.filename)  # a name listed twice is added once
+        kind = "source" if f.filename.endswith((".tar.gz", ".zip")) else _pyversion(f.filename)
+        record_change(
+            tx, project["name"], version, f"add {kind} file {f.filename}", by, new_project=new_project
+        )
+        changes.added.append(f.filename)
 
     if complete:
         for filename, row in existing.items():
@@ -302,8 +312,19 @@ def _insert_file(tx: Tx, release_id: int, f: UpstreamFile, s: StoredFile | None,
         f"INSERT INTO files ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
         tuple(values.values()),
     )
-    if tx.one("SELECT 1 FROM file_registry WHERE filename = ?", (f.filename,)) is None:
-        tx.execute("INSERT INTO file_registry (filename) VALUES (?)", (f.filename,))
+    tx.execute(
+        "INSERT INTO file_registry (filename) VALUES (?) ON CONFLICT (filename) DO NOTHING", (f.filename,)
+    )
+
+
+def _names_taken(tx: Tx, filenames: list[str]) -> set[str]:
+    """Those of ``filenames`` that files rows already have (one query per 500 names)."""
+    taken: set[str] = set()
+    for i in range(0, len(filenames), 500):
+        chunk = filenames[i : i + 500]
+        rows = tx.all(f"SELECT filename FROM files WHERE filename IN ({', '.join('?' * len(chunk))})", chunk)
+        taken.update(r["filename"] for r in rows)
+    return taken
 
 
 def page_digest(files: list[UpstreamFile]) -> str:

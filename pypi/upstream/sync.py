@@ -9,6 +9,8 @@ Incremental by serial when upstream offers XML-RPC's changelog.
 
 from __future__ import annotations
 
+import collections
+import functools
 import multiprocessing
 import signal
 import threading
@@ -31,6 +33,7 @@ import storage
 from pypi.config import UpstreamSettings
 from pypi.index import packages
 from pypi.index.db import Database, DatabaseError, utcnow
+from pypi.index.objects import METADATA_SUFFIX
 from pypi.upstream import records
 from pypi.upstream.client import HashMismatch, UpstreamClient, UpstreamError
 from pypi.upstream.fetch import fetch_and_store
@@ -219,7 +222,11 @@ class Mirror:
         project has before, and commits each project's rows when its worker is done. Worker
         processes share no interpreter lock: 8 threads of one process spent more time handing
         that lock over than working. At most WINDOW projects per process are
-        queued or waiting for their commit at once (a busy parent does not stall the workers)."""
+        queued or waiting for their commit at once (a busy parent does not stall the workers).
+        The workers do not wait for their objects to be durable: a thread of this process
+        makes those of every project that finished meanwhile durable at once (one flush of
+        the local disk for many projects) while this thread commits the rows of the projects
+        whose objects already are (groups in the order they finished)."""
         total, done = len(todo), 0
         pool = ProcessPoolExecutor(
             self.processes,
@@ -228,14 +235,32 @@ class Mirror:
             initargs=(self,),
         )
         running: dict[Future, tuple[str, int, str | None]] = {}
+        #: Finished projects whose objects the syncer thread is making durable, oldest first.
+        syncing: collections.deque[tuple[Future, list[tuple[Future, str, int, str | None]]]]
+        syncing = collections.deque()
+        syncer = ThreadPoolExecutor(1, thread_name_prefix="cloudpypi-mirror-sync")
         queue = iter(sorted(todo.items()))
 
-        def finish(future: Future) -> None:
+        def pending() -> int:
+            return len(running) + sum(len(group) for _sync, group in syncing)
+
+        def step() -> None:
+            """Wait for a project's worker or a group's sync; store, then commit: the projects
+            that finished go to the syncer, those whose objects are durable are committed."""
             nonlocal done
-            name, serial, origin = running.pop(future)
-            done += 1
-            line = self._outcome(name, lambda: self._commit(name, serial, origin, future.result()))
-            self.progress(f"[{done}/{total}] {name}: {line}")
+            ready = wait({*running, *(sync for sync, _group in syncing)}, return_when=FIRST_COMPLETED).done
+            finished = [future for future in ready if future in running]
+            if finished:
+                group = [(future, *running.pop(future)) for future in finished]
+                results = [future.result() for future in finished if future.exception() is None]
+                syncing.append((syncer.submit(self._sync_stored, results), group))
+            while syncing and syncing[0][0].done():
+                sync, group = syncing.popleft()
+                unsynced = sync.result()
+                for future, name, serial, origin in group:
+                    done += 1
+                    commit = functools.partial(self._commit_synced, name, serial, origin, future, unsynced)
+                    self.progress(f"[{done}/{total}] {name}: {self._outcome(name, commit)}")
 
         try:
             for name, serial in queue:
@@ -251,16 +276,49 @@ class Mirror:
                     self._fail(f"{normalized}: not synced, the worker processes died")
                     continue
                 running[future] = (normalized, serial, origin)
-                while len(running) >= WINDOW * self.processes:
-                    for future in wait(running, return_when=FIRST_COMPLETED).done:
-                        finish(future)
-            while running:
-                for future in wait(running, return_when=FIRST_COMPLETED).done:
-                    finish(future)
+                while pending() >= WINDOW * self.processes:
+                    step()
+            while running or syncing:
+                step()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish what runs, start nothing
+            syncer.shutdown(wait=True)  # what it made durable is not committed: orphans, fsck lists them
             raise
         pool.shutdown()
+        syncer.shutdown()
+
+    def _sync_stored(self, results: list[Fetched]) -> storage.StorageError | None:
+        """Make the objects the workers stored for ``results`` durable at once; the error when
+        the store could not (then none of them is committed)."""
+        paths = [
+            p
+            for fetched in results
+            for stored in fetched.stored.values()
+            for p in (stored.path, stored.path + METADATA_SUFFIX if stored.metadata_sha256 else None)
+            if p is not None
+        ]
+        try:
+            self.store.sync(paths)
+        except storage.StorageError as exc:
+            return exc
+        return None
+
+    def _commit_synced(
+        self,
+        name: str,
+        serial: int,
+        origin: str | None,
+        future: Future,
+        unsynced: storage.StorageError | None,
+    ) -> str:
+        """``_commit`` of a worker's result, unless its objects could not be made durable."""
+        fetched = future.result()
+        if unsynced is not None:
+            for failure in fetched.failures:
+                self._fail(failure)
+            self._delete_unreferenced([s.path for s in fetched.stored.values()])
+            raise unsynced
+        return self._commit(name, serial, origin, fetched)
 
     def _outcome(self, name: str, result: Callable[[], str]) -> str:
         """The progress line of one project's sync: ``result()``'s, or FAILED with the reason
@@ -320,9 +378,10 @@ class Mirror:
             self.report.projects += 1
         return normalized, origin, existing
 
-    def _download(self, normalized: str, existing: set[str]) -> Fetched:
+    def _download(self, normalized: str, existing: set[str], *, sync: bool = True) -> Fetched:
         """Upstream's page and the files missing here, each verified and stored (durable when
-        this returns); no database write. Runs in a worker process with ``processes``."""
+        this returns; with ``sync=False`` once the caller's ``store.sync`` of them returns); no
+        database write. Runs in a worker process with ``processes``."""
         page = self.client.project(normalized)
         if page is None:
             return Fetched(found=False)
@@ -332,8 +391,9 @@ class Mirror:
         if self.dry_run:
             return fetched
         try:
-            # Store, then commit: the batch makes every object durable before it ends.
-            with self.store.batch():
+            # Store, then commit: the batch makes every object durable before it ends (or the
+            # parent's store.sync does, before its commit).
+            with self.store.batch(sync=sync):
                 for f in missing:
                     try:
                         fetched.stored[f.filename] = fetch_and_store(
@@ -421,7 +481,7 @@ def _start_worker(mirror: Mirror) -> None:
 
 def _worker_download(normalized: str, existing: set[str]) -> Fetched:
     assert _worker is not None
-    return _worker._download(normalized, existing)
+    return _worker._download(normalized, existing, sync=False)  # the parent syncs, then commits
 
 
 def _die_with_parent() -> None:

@@ -201,6 +201,19 @@ def test_put_file_from_a_local_path(store, tmp_path):
     assert store.stat(PATH).size == len(data)
 
 
+def test_move_file_stores_the_file_and_takes_it(store, tmp_path):
+    """``move_file``: the object is the file's bytes with its headers, and the file is gone."""
+    data = os.urandom(200_000)
+    src = tmp_path / "spool.part"
+    src.write_bytes(data)
+    with store.batch():
+        store.move_file(PATH, str(src), content_type="application/zip", metadata={"sha256": "moved"})
+    assert not src.exists()
+    assert read_all(store, PATH) == data
+    assert store.stat(PATH).content_type == "application/zip"
+    assert store.metadata(PATH).get("sha256") == "moved"
+
+
 # -- ranged reads and what open() tells of the object ---------------------------------
 
 
@@ -288,6 +301,20 @@ def test_objects_put_in_a_batch_are_there_when_it_ends(store, tmp_path):
         raise RuntimeError("the caller failed")
     with store.batch():
         pass  # an empty batch, after a failed one, is fine
+
+
+def test_objects_of_a_batch_without_sync_are_there_and_sync_takes_their_paths(store):
+    """``batch(sync=False)``: whole objects at once; ``sync`` of their paths (durable after it)
+    returns, and refuses an unsafe path as every method does."""
+    paths = [PATH, PATH + ".metadata"]
+    with store.batch(sync=False):
+        put_bytes(store, PATH, b"object")
+        put_bytes(store, PATH + ".metadata", b"meta")
+    store.sync(paths)
+    store.sync([])
+    assert read_all(store, PATH) == b"object" and read_all(store, PATH + ".metadata") == b"meta"
+    with pytest.raises(InvalidPath):
+        store.sync(["a/../b"])
 
 
 # -- streamed uploads (begin_upload) ---------------------------------------------------

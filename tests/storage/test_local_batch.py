@@ -5,6 +5,7 @@ Outside a batch each put fsyncs its file and its folder."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import threading
@@ -36,18 +37,33 @@ def synced(monkeypatch):
     return calls
 
 
+@pytest.fixture(params=["attributes", "side files"])
+def headers_in(request, monkeypatch):
+    """Where the content type and metadata go: the file's extended attribute, or (on a
+    filesystem without user attributes) a side file, which is fsynced too."""
+    if request.param == "side files":
+
+        def refused(*args, **kw):
+            raise OSError(errno.ENOTSUP, "Operation not supported")
+
+        monkeypatch.setattr(storage.local.os, "setxattr", refused)
+    return request.param
+
+
 def rel(store: LocalStorage, calls: list[str]) -> list[str]:
     return [os.path.relpath(c, store.root) for c in calls]
 
 
-def test_a_put_outside_a_batch_fsyncs_its_file_its_side_file_and_folder(tmp_path, synced):
-    """The side file (content type, metadata) is on disk before its rename: a crash never
-    leaves a stored object with an empty one."""
+def test_a_put_outside_a_batch_fsyncs_its_file_its_side_file_and_folder(tmp_path, synced, headers_in):
+    """The side file (content type, metadata), where there is one, is on disk before its
+    rename: a crash never leaves a stored object with an empty one."""
     store = LocalStorage(root=str(tmp_path / "s"))
     store.put("packages/aa/x.whl", io.BytesIO(b"x"), content_type="application/zip")
     folder = os.path.join(store.root, "packages", "aa")
-    assert len(synced) == 3 and synced[2] == folder
-    assert all(os.path.dirname(c) == folder and os.path.basename(c).startswith(".tmp-") for c in synced[:2])
+    files = 1 if headers_in == "attributes" else 2
+    assert len(synced) == files + 1 and synced[files] == folder
+    temporaries = synced[:files]
+    assert all(os.path.dirname(c) == folder and os.path.basename(c).startswith(".tmp-") for c in temporaries)
 
 
 def test_a_batch_ends_with_one_syncfs_and_no_fsync(tmp_path, synced):
@@ -68,7 +84,9 @@ def test_a_batch_ends_with_one_syncfs_and_no_fsync(tmp_path, synced):
 
 
 @pytest.mark.parametrize("why", ["no syncfs", "a small batch"])
-def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(tmp_path, synced, monkeypatch, why):
+def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(
+    tmp_path, synced, monkeypatch, why, headers_in
+):
     """Where syncfs is missing, or for a batch too small to be worth flushing everything."""
     if why == "no syncfs":
         monkeypatch.setattr(storage.local, "_syncfs", None)
@@ -80,13 +98,14 @@ def test_without_syncfs_a_batch_fsyncs_each_file_then_each_folder_once(tmp_path,
         store.put("packages/aa/x.whl.metadata", io.BytesIO(b"meta"))
         store.put("packages/bb/y.whl", io.BytesIO(b"y"))
         assert synced == []
+    side = headers_in == "side files"
     assert rel(store, synced) == [
         "packages/aa/x.whl",
-        "packages/aa/x.whl.cloudpypi-meta",
+        *(["packages/aa/x.whl.cloudpypi-meta"] if side else []),
         "packages/aa/x.whl.metadata",
-        "packages/aa/x.whl.metadata.cloudpypi-meta",
+        *(["packages/aa/x.whl.metadata.cloudpypi-meta"] if side else []),
         "packages/bb/y.whl",
-        "packages/bb/y.whl.cloudpypi-meta",
+        *(["packages/bb/y.whl.cloudpypi-meta"] if side else []),
         "packages/aa",
         "packages/bb",
     ]
@@ -99,7 +118,7 @@ def test_batches_are_per_thread(tmp_path, synced):
         t = threading.Thread(target=store.put, args=("packages/cc/z.whl", io.BytesIO(b"z")))
         t.start()
         t.join()
-        assert len(synced) == 3 and rel(store, synced)[2] == "packages/cc"
+        assert len(synced) == 2 and rel(store, synced)[1] == "packages/cc"
 
 
 def test_batches_ending_while_a_syncfs_runs_share_the_next_one(tmp_path, monkeypatch):
@@ -151,3 +170,21 @@ def test_a_failed_batch_skips_the_flush_and_a_failed_flush_is_unavailable(tmp_pa
     with pytest.raises(StorageUnavailable), store.batch():
         for n in range(storage.local.SYNCFS_FROM):
             store.put(f"packages/aa/{n}.whl", io.BytesIO(b"y"))
+
+
+@pytest.mark.parametrize("objects", [2, storage.local.SYNCFS_FROM])
+def test_a_batch_without_sync_leaves_its_objects_to_a_later_sync_of_their_paths(tmp_path, synced, objects):
+    """``batch(sync=False)`` (a mirror's worker process) flushes nothing; ``sync`` of the
+    paths, from another store on the same folder (the parent), does what the batch's end
+    would have: one syncfs, or for a few objects an fsync of each and of their folder."""
+    worker = LocalStorage(root=str(tmp_path / "s"))
+    paths = [f"packages/aa/{n}.whl" for n in range(objects)]
+    with worker.batch(sync=False):
+        for path in paths:
+            worker.put(path, io.BytesIO(b"x"))
+    assert synced == []
+    LocalStorage(root=str(tmp_path / "s")).sync(paths)
+    if objects >= storage.local.SYNCFS_FROM:
+        assert synced == [f"syncfs {os.path.join(worker.root, 'packages', 'aa')}"]
+    else:
+        assert rel(worker, synced) == [*paths, "packages/aa"]
