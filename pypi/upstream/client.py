@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -26,7 +27,13 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-from packaging.utils import canonicalize_name
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -37,6 +44,10 @@ MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 #: Bytes of an error answer read to keep its connection; a longer one closes it.
 DRAIN_LIMIT = 64 * 1024
+#: A distribution file name as it may become the last part of a storage path.
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class UpstreamError(Exception):
@@ -79,6 +90,8 @@ class ProjectPage:
     serial: int
     #: A digest of what the page says, to tell whether it changed.
     digest: str
+    #: Why each file not taken was refused (a hostile name, hash or link).
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,10 +118,14 @@ class UpstreamClient:
         username: str = "",
         password: str = "",
         connections: int = 16,
+        file_hosts: tuple[str, ...] = (),
     ) -> None:
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
         self._host = urlsplit(self.url).netloc
+        #: (host, port) pairs a request may go to: upstream's own and ``file_hosts``' (port
+        #: None: the scheme's default port). A link or redirect elsewhere is never followed.
+        self._origins = {_origin(self.url)} | {_origin("//" + h) for h in file_hosts}
         self._auth = (
             "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode() if username else ""
         )
@@ -123,6 +140,21 @@ class UpstreamClient:
         """Close the kept connections."""
         self._pool.clear()
 
+    def allowed(self, url: str) -> bool:
+        """Whether ``url`` is an http(s) URL on upstream's own host or one of ``file_hosts``."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        default = 443 if parts.scheme == "https" else 80
+        origins = self._origins
+        return (parts.hostname, port or default) in origins or (
+            (parts.hostname, None) in origins and port in (None, default)
+        )
+
     # -- HTTP ------------------------------------------------------------
     def _open(
         self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
@@ -131,14 +163,23 @@ class UpstreamClient:
         reads it inside ``with``. Redirects are followed (Authorization is sent only to
         upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
         method = "POST" if data is not None else "GET"
+        redirected: int | None = None  # the status of the redirect that led here
         for _hop in range(MAX_REDIRECTS + 1):
             try:
                 parts = urlsplit(url)
                 port = parts.port  # ValueError when it is not a number
+                if _CONTROL.search(url):
+                    raise ValueError("control characters or spaces")
             except ValueError:
                 raise UpstreamUnavailable("upstream unreachable: it gave a malformed URL") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UpstreamUnavailable(f"upstream unreachable: not an http(s) URL: {_safe(url)}")
+            if not self.allowed(url):
+                raise UpstreamError(
+                    f"upstream pointed to {parts.hostname}, neither its own host nor one of "
+                    "[upstream] file_hosts; not followed",
+                    redirected,
+                )
             sent = {"User-Agent": USER_AGENT, **(headers or {})}
             if self._auth and parts.netloc == self._host:
                 sent["Authorization"] = self._auth
@@ -149,6 +190,7 @@ class UpstreamClient:
             location = response.getheader("Location")
             if response.status in REDIRECTS and location:
                 answer.drain()
+                redirected = response.status
                 url = urljoin(url, location)
                 if response.status == 303:
                     method, data = "GET", None
@@ -252,12 +294,35 @@ class UpstreamClient:
         digest = hashlib.sha256(body).hexdigest()
         try:
             if headers.get("content-type", "").startswith(JSON_TYPE):
-                files = _files_from_json(json.loads(body), final)
+                found = _files_from_json(json.loads(body), final)
             else:
-                files = _files_from_html(body.decode("utf-8", "replace"), final)
+                found = _files_from_html(body.decode("utf-8", "replace"), final)
         except (ValueError, KeyError, TypeError) as exc:
             raise UpstreamError(f"upstream's page for {name} is not a simple-API page: {exc}") from None
-        return ProjectPage(canonicalize_name(name), files, serial, digest)
+        files, refused = [], []
+        for f in found:
+            reason = self._refusal(f, name)
+            if reason is None:
+                files.append(f)
+            else:
+                refused.append(reason)
+        return ProjectPage(canonicalize_name(name), files, serial, digest, tuple(refused))
+
+    def _refusal(self, f: UpstreamFile, project: str) -> str | None:
+        """Why upstream's file ``f`` of ``project`` is not taken, or None to take it: its name
+        must be a plain file name of that project (it becomes part of the storage path and
+        of the file registry), its hash a sha256 hex digest, its link on an allowed host."""
+        name = f.filename if isinstance(f.filename, str) else ""
+        shown = repr(name[:200])
+        if not _FILENAME.fullmatch(name):
+            return f"{shown}: not a plain file name"
+        if _project_of(name) != canonicalize_name(project):
+            return f"{shown}: not a file of {project}"
+        if not _HEX64.fullmatch(f.sha256) or (f.blake2_256 and not _HEX64.fullmatch(f.blake2_256)):
+            return f"{shown}: its hash is not a hex digest"
+        if not self.allowed(f.url):
+            return f"{shown}: its link is not on upstream's host nor one of [upstream] file_hosts"
+        return None
 
     def project_json(self, name: str) -> dict[str, Any] | None:
         """Upstream's JSON API answer for a project it has (``info``: the latest release's
@@ -440,6 +505,33 @@ def _mkstemp(folder: str) -> tuple[int, str]:
     return tempfile.mkstemp(prefix="upstream-", suffix=".part", dir=folder)
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    """(host, port) of a URL (port None when it has none and no scheme says which)."""
+    parts = urlsplit(url)
+    port = parts.port
+    if port is None and parts.scheme:
+        port = 443 if parts.scheme == "https" else 80
+    return (parts.hostname or "", port)
+
+
+def _project_of(filename: str) -> str | None:
+    """The normalized project name a wheel's or sdist's file name carries, or None."""
+    try:
+        if filename.endswith(".whl"):
+            return canonicalize_name(parse_wheel_filename(filename)[0])
+        if filename.endswith((".tar.gz", ".zip")):
+            return canonicalize_name(parse_sdist_filename(filename)[0])
+    except (InvalidWheelFilename, InvalidSdistFilename, ValueError):
+        return None
+    return None
+
+
+def _hex(value: Any) -> str:
+    """A digest as lower-case hex, or "" when it is not one (never a path part)."""
+    text = value.lower() if isinstance(value, str) else ""
+    return text if _HEX64.fullmatch(text) else ""
+
+
 def _safe(url: str) -> str:
     """The URL without any user:password@ part."""
     parts = urlsplit(url)
@@ -460,24 +552,34 @@ def _meta_hash(value: Any) -> str | None:
     return ""
 
 
-def _files_from_json(data: dict, base: str) -> list[UpstreamFile]:
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _files_from_json(data: Any, base: str) -> list[UpstreamFile]:
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise ValueError("no list of files")
     files = []
     for f in data["files"]:
-        hashes = f.get("hashes") or {}
-        if not hashes.get("sha256"):
+        if not isinstance(f, dict) or not isinstance(f.get("url"), str):
+            continue
+        hashes = f.get("hashes")
+        if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
             continue  # unverifiable: never taken
         yanked = f.get("yanked", False)
+        size = f.get("size")
+        meta = _meta_hash(f.get("core-metadata", f.get("data-dist-info-metadata")))
         files.append(
             UpstreamFile(
-                filename=f["filename"],
+                filename=_text(f.get("filename")),
                 url=urljoin(base, f["url"]),
                 sha256=hashes["sha256"].lower(),
-                blake2_256=(hashes.get("blake2b_256") or hashes.get("blake2_256") or "").lower(),
-                requires_python=f.get("requires-python") or "",
+                blake2_256=_text(hashes.get("blake2b_256") or hashes.get("blake2_256")).lower(),
+                requires_python=_text(f.get("requires-python")),
                 yanked=(yanked if isinstance(yanked, str) else bool(yanked)),
-                metadata_sha256=_meta_hash(f.get("core-metadata", f.get("data-dist-info-metadata"))),
-                size=f.get("size"),
-                upload_time=f.get("upload-time") or "",
+                metadata_sha256=meta if meta is None else _hex(meta),
+                size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+                upload_time=_text(f.get("upload-time")),
             )
         )
     return files
@@ -519,7 +621,7 @@ def _files_from_html(text: str, base: str) -> list[UpstreamFile]:
         yanked: bool | str = False
         if "data-yanked" in attrs:
             yanked = attrs["data-yanked"] or ""
-        meta = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        meta = _meta_hash(attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata")))
         files.append(
             UpstreamFile(
                 filename=filename,
@@ -527,7 +629,7 @@ def _files_from_html(text: str, base: str) -> list[UpstreamFile]:
                 sha256=value.lower(),
                 requires_python=attrs.get("data-requires-python") or "",
                 yanked=yanked,
-                metadata_sha256=_meta_hash(meta),
+                metadata_sha256=meta if meta is None else _hex(meta),
             )
         )
     return files

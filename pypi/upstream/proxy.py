@@ -136,6 +136,8 @@ class UpstreamProxy:
                 self._remember(tx, normalized, 404, "")
             self._delete(orphaned)
             return NOTHING
+        for reason in upstream.refused:
+            log.warning("proxy: %s: not taken: %s", normalized, reason)
         wanted = self.filters.files(upstream.files)
         digest = records.page_digest(wanted)
         orphaned = []
