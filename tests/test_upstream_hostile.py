@@ -242,3 +242,141 @@ def test_file_hosts_allows_a_file_host_elsewhere(proxy_for, up, internal, tmp_pa
     page = proxy.get("/simple/evil/", headers=JSON)
     assert [f["filename"] for f in page.json["files"]] == ["evil-1.0.tar.gz"]
     assert proxy.get(page.json["files"][0]["url"]).body == good
+
+
+# -- 2./3. huge, endless, slow and encoded answers ---------------------------------------------
+def _zeros(total: int, block: int = 1 << 20):
+    def parts():
+        for _ in range(total // block):
+            yield bytes(block)
+
+    return parts
+
+
+def gzip_bomb(size: int) -> bytes:
+    """gzip of ``size`` zero bytes (about size/1000 bytes), built without holding ``size``."""
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = []
+    block = bytes(1 << 20)
+    for _ in range(size >> 20):
+        out.append(c.compress(block))
+    out.append(c.flush())
+    return b"".join(out)
+
+
+def slow_routes(up: HostileUpstream) -> dict[str, str]:
+    """name -> what its page does."""
+    up.routes["/simple/trickle-body/"] = up.trickle(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<html>", every=0.2
+    )
+    up.routes["/simple/trickle-head/"] = up.trickle(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"x", every=0.2)
+    up.routes["/simple/trickle-chunks/"] = up.trickle(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1\r\n \r\n",
+        every=0.2,
+    )
+    up.routes["/simple/silent/"] = up.trickle(b"", b"", every=30)
+    up.routes["/simple/endless/"] = up.endless({"Content-Type": "text/html"})
+    up.routes["/simple/endless-json/"] = up.endless({"Content-Type": JSON_TYPE}, b'[{"a": "b"}, ' * 4096)
+    up.routes["/simple/two-gb/"] = up.stream(
+        200, {"Content-Type": "text/html", "Content-Length": str(2 << 30)}, _zeros(2 << 30)
+    )
+    bomb = gzip_bomb(1 << 30)
+    up.routes["/simple/gzip-bomb/"] = (200, {"Content-Type": JSON_TYPE, "Content-Encoding": "gzip"}, bomb)
+    up.routes["/simple/deflate-bomb/"] = (
+        200,
+        {"Content-Type": "text/html", "Content-Encoding": "deflate"},
+        bomb,
+    )
+    return {
+        "trickle-body": "504",
+        "trickle-head": "504",
+        "trickle-chunks": "504",
+        "silent": "504",
+        "endless": "502",
+        "endless-json": "502",
+        "two-gb": "502",
+        "gzip-bomb": "502",
+        "deflate-bomb": "502",
+    }
+
+
+def test_proxy_answers_within_the_timeout_with_bounded_memory(proxy_for, up):
+    """Slow-loris (a byte every 0.2 s in the head, the body or the chunks), silence, endless
+    or 2 GB bodies and gzip/deflate bombs: a 502 or 504 within about ``timeout`` seconds
+    (total, not per read), without holding more than the page cap in memory, nothing stored."""
+    import time
+    import tracemalloc
+
+    from pypi.upstream import client
+
+    expected = slow_routes(up)
+    proxy = proxy_for(up, timeout="2")
+    for name, status in expected.items():
+        tracemalloc.start()
+        started = time.monotonic()
+        got = proxy.get(f"/simple/{name}/", headers=JSON)
+        took = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert str(got.status_int) == status, (name, got.status, got.text)
+        assert took < 2 + 4, (name, took)  # the timeout, plus slack for a loaded machine
+        assert peak < 3 * client.MAX_PAGE, (name, peak)
+        # Every worker then answers at once for a while, without asking upstream again.
+        asked = len(up.seen)
+        again, took = time_get(proxy, f"/simple/{name}/")
+        assert again.status_int in (502, 504) and took < 2 and len(up.seen) == asked
+    assert proxy.rows("SELECT * FROM projects") == [] and proxy.stored() == []
+
+
+def time_get(proxy: Proxy, path: str):
+    import time
+
+    started = time.monotonic()
+    got = proxy.get(path, headers=JSON)
+    return got, time.monotonic() - started
+
+
+def test_mirror_fails_cleanly_on_endless_slow_and_encoded_pages(tmp_path, db_url, up):
+    import time
+
+    expected = slow_routes(up)
+    links = "".join(f'<a href="{n}/">{n}</a>' for n in expected)
+    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, links.encode())
+    started = time.monotonic()
+    report, files = mirror_run(tmp_path, db_url, up, timeout="2")
+    took = time.monotonic() - started
+    assert files == [] and not report.ok
+    assert len(report.failures) == len(expected), report.summary()
+    assert took < len(expected) * 2 + 10, took
+
+
+@pytest.mark.parametrize(
+    "listing",
+    ["endless", "trickle", "gzip"],
+)
+def test_mirror_fails_cleanly_on_an_endless_slow_or_encoded_listing(tmp_path, db_url, up, listing):
+    import time
+
+    if listing == "endless":
+        up.routes["/simple/"] = up.endless({"Content-Type": "text/html"}, b'<a href="x/">x</a>' * 4096)
+        up.routes["/pypi"] = up.endless(
+            {"Content-Type": "text/xml"}, b"<value><string>x</string></value>" * 2048
+        )
+    elif listing == "trickle":
+        up.routes["/simple/"] = up.trickle(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n", every=0.2
+        )
+    else:
+        up.routes["/simple/"] = (
+            200,
+            {"Content-Type": "text/html", "Content-Encoding": "gzip"},
+            gzip_bomb(1 << 30),
+        )
+    started = time.monotonic()
+    report, files = mirror_run(tmp_path, db_url, up, timeout="2")
+    assert time.monotonic() - started < 60
+    assert not report.ok and files == []
+    assert "upstream" in report.summary()

@@ -12,14 +12,17 @@ elsewhere, not even after a redirect) and never appear in an error message.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
 import socket
 import ssl
 import threading
+import time
 import xmlrpc.client
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +47,16 @@ MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 #: Bytes of an error answer read to keep its connection; a longer one closes it.
 DRAIN_LIMIT = 64 * 1024
+#: The largest project page, JSON API answer or PEP 658 metadata read from upstream; a
+#: longer (or endless) one is an error, not held in memory.
+MAX_PAGE = 64 * 1024 * 1024
+#: The largest listing of the whole index read (XML-RPC list_packages_with_serial, the
+#: changelog, the /simple/ page: pypi.org's are some tens of MB).
+MAX_LISTING = 512 * 1024 * 1024
+#: A page is read within ``timeout`` seconds in all (not per read: a server sending a byte a
+#: second never ends a read). Larger bodies (files, listings) get ``timeout`` seconds plus
+#: one second per MIN_RATE bytes received: a slower trickle is given up on.
+MIN_RATE = 32 * 1024
 #: A distribution file name as it may become the last part of a storage path.
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -157,11 +170,19 @@ class UpstreamClient:
 
     # -- HTTP ------------------------------------------------------------
     def _open(
-        self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        rate: int | None = None,
     ) -> _Response:
         """The response to a GET (a POST with ``data``), its body not read yet; the caller
         reads it inside ``with``. Redirects are followed (Authorization is sent only to
-        upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
+        upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise.
+        Everything (connecting, redirects, the head, the body) must be done within ``timeout``
+        seconds, plus one per ``rate`` bytes received when given (see MIN_RATE)."""
+        deadline = _Deadline(self.timeout, rate)
         method = "POST" if data is not None else "GET"
         redirected: int | None = None  # the status of the redirect that led here
         for _hop in range(MAX_REDIRECTS + 1):
@@ -185,7 +206,7 @@ class UpstreamClient:
                 sent["Authorization"] = self._auth
             key = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn, response = self._request(key, method, target, data, sent, url)
+            conn, response = self._request(key, method, target, data, sent, url, deadline)
             answer = _Response(response, url, self._pool, key, conn)
             location = response.getheader("Location")
             if response.status in REDIRECTS and location:
@@ -210,12 +231,21 @@ class UpstreamClient:
         body: bytes | None,
         headers: dict[str, str],
         url: str,
+        deadline: _Deadline,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send one request on a kept connection (once more on a new one when the server
         had closed the kept one meanwhile); the connection and its response's head."""
         for attempt in (1, 2):
             conn, reused = self._pool.take(key)
             try:
+                conn.deadline = deadline  # type: ignore[attr-defined]
+                left = deadline.left()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                if conn.sock is None:
+                    conn.timeout = min(self.timeout, left)  # connect()'s
+                else:
+                    conn.sock.settimeout(min(self.timeout, left))
                 conn.request(method, target, body=body, headers=headers)
                 return conn, conn.getresponse()
             except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -226,14 +256,12 @@ class UpstreamClient:
                 raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {_reason(exc)}") from None
         raise AssertionError("unreachable")
 
-    def _get(self, url: str, accept: str = ACCEPT) -> tuple[bytes, str, dict[str, str]]:
-        """(body, final URL, headers)."""
-        with self._open(url, headers={"Accept": accept}) as response:
-            try:
-                body = response.read()
-            except (TimeoutError, OSError) as exc:
-                raise UpstreamUnavailable(f"upstream stopped answering ({_safe(url)}): {exc}") from None
-            return body, response.url, response.headers
+    def _get(
+        self, url: str, accept: str = ACCEPT, *, limit: int = MAX_PAGE, rate: int | None = None
+    ) -> tuple[bytes, str, dict[str, str]]:
+        """(body, final URL, headers): a page of at most ``limit`` bytes, not encoded."""
+        with self._open(url, headers={"Accept": accept}, rate=rate) as response:
+            return _body(response, url, limit), response.url, response.headers
 
     def _xmlrpc(self, method: str, *params: Any) -> Any:
         """Call an XML-RPC method; None when upstream does not offer XML-RPC."""
@@ -241,8 +269,10 @@ class UpstreamClient:
             return None
         body = xmlrpc.client.dumps(params, method).encode()
         try:
-            with self._open(self.xmlrpc_url, data=body, headers={"Content-Type": "text/xml"}) as response:
-                data = response.read()
+            with self._open(
+                self.xmlrpc_url, data=body, headers={"Content-Type": "text/xml"}, rate=MIN_RATE
+            ) as response:
+                data = _body(response, self.xmlrpc_url, MAX_LISTING)
             return xmlrpc.client.loads(data)[0][0]
         except UpstreamError as exc:
             if exc.status is None:
@@ -259,7 +289,7 @@ class UpstreamClient:
         listed = self._xmlrpc("list_packages_with_serial")
         if isinstance(listed, dict):
             return {canonicalize_name(n): int(s) for n, s in listed.items()}
-        body, _url, headers = self._get(self.url)
+        body, _url, headers = self._get(self.url, limit=MAX_LISTING, rate=MIN_RATE)
         if headers.get("content-type", "").startswith(JSON_TYPE):
             data = json.loads(body)
             return {canonicalize_name(p["name"]): int(p.get("_last-serial") or 0) for p in data["projects"]}
@@ -346,10 +376,7 @@ class UpstreamClient:
     # -- files -----------------------------------------------------------
     def fetch_bytes(self, url: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         with self._open(url) as response:
-            data = response.read(limit + 1)
-        if len(data) > limit:
-            raise UpstreamError(f"{_safe(url)} is larger than {limit} bytes")
-        return data
+            return _body(response, url, limit, decoded=False)
 
     def download(self, url: str, dest_dir: str, *, max_size: int = 0) -> Downloaded:
         """Stream ``url`` into a new file in ``dest_dir``, hashing it; the caller removes it."""
@@ -358,7 +385,7 @@ class UpstreamClient:
         size = 0
         fd, path = _mkstemp(dest_dir)
         try:
-            with os.fdopen(fd, "wb") as out, self._open(url) as response:
+            with os.fdopen(fd, "wb") as out, self._open(url, rate=MIN_RATE) as response:
                 for block in _blocks(response, url):
                     size += len(block)
                     if max_size and size > max_size:
@@ -394,8 +421,14 @@ class _Pool:
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context()
-            return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._tls), False
-        return http.client.HTTPConnection(host, port, timeout=self._timeout), False
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self._timeout, context=self._tls
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        conn.deadline = None  # type: ignore[attr-defined]
+        conn.response_class = functools.partial(_TimedResponse, conn)  # type: ignore[assignment]
+        return conn, False
 
     def give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -439,6 +472,10 @@ class _Response:
         except (http.client.HTTPException, OSError) as exc:
             raise OSError(_reason(exc)) from None
 
+    def incomplete(self) -> bool:
+        """Whether the body ended before its Content-Length (the server closed early)."""
+        return bool(self._response.length)
+
     def drain(self) -> None:
         """Read a short body to its end and release the connection (an error, a redirect)."""
         try:
@@ -462,6 +499,84 @@ class _Response:
 
     def __exit__(self, *exc: object) -> None:
         self._release()
+
+
+class _Deadline:
+    """When one request must be done: ``timeout`` seconds after it started, plus one second
+    per ``rate`` bytes received (with a rate)."""
+
+    __slots__ = ("timeout", "rate", "start", "received")
+
+    def __init__(self, timeout: float, rate: int | None) -> None:
+        self.timeout = timeout
+        self.rate = rate
+        self.start = time.monotonic()
+        self.received = 0
+
+    def left(self) -> float:
+        allowed = self.timeout + (self.received / self.rate if self.rate else 0.0)
+        return self.start + allowed - time.monotonic()
+
+
+class _TimedReader(io.RawIOBase):
+    """A response's socket reads, each given only the time its request has left (a server
+    trickling bytes never makes one read wait past the request's deadline)."""
+
+    def __init__(self, sock: socket.socket, conn: http.client.HTTPConnection, held: io.IOBase) -> None:
+        self._sock = sock
+        self._conn = conn
+        #: http.client's own reader of the socket, kept open while this one is: the socket
+        #: (closed by the connection at once when the server will close it) stays usable.
+        self._held = held
+
+    def close(self) -> None:
+        super().close()
+        self._held.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        deadline: _Deadline | None = getattr(self._conn, "deadline", None)
+        if deadline is not None:
+            left = deadline.left()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            current = self._sock.gettimeout()
+            if current is None or current > left + 0.1:  # (a system call: not on every read)
+                self._sock.settimeout(min(deadline.timeout, left))
+        n = self._sock.recv_into(b)
+        if deadline is not None:
+            deadline.received += n
+        return n
+
+
+class _TimedResponse(http.client.HTTPResponse):
+    """http.client's response, reading through a _TimedReader."""
+
+    def __init__(
+        self, conn: http.client.HTTPConnection, sock: socket.socket, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_TimedReader(sock, conn, self.fp))
+
+
+def _body(response: _Response, url: str, limit: int, *, decoded: bool = True) -> bytes:
+    """The whole body of at most ``limit`` bytes (UpstreamError beyond: an endless or huge
+    body is never held). ``decoded``: a page must come as sent (we ask for no encoding; a
+    gzip or deflate body is refused, never inflated)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if decoded and encoding not in ("", "identity"):
+        raise UpstreamError(f"upstream sent {_safe(url)} {encoding}-encoded, which was not asked for")
+    parts, size = [], 0
+    for block in _blocks(response, url):
+        size += len(block)
+        if size > limit:
+            raise UpstreamError(f"{_safe(url)} is larger than {limit} bytes; not read")
+        parts.append(block)
+    if response.incomplete():
+        raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: connection closed")
+    return b"".join(parts)
 
 
 def _closed_by_peer(exc: BaseException) -> bool:
