@@ -380,3 +380,263 @@ def test_mirror_fails_cleanly_on_an_endless_slow_or_encoded_listing(tmp_path, db
     assert time.monotonic() - started < 60
     assert not report.ok and files == []
     assert "upstream" in report.summary()
+
+
+# -- 4. files that are not what upstream said --------------------------------------------------
+def test_proxy_never_serves_nor_stores_files_unlike_upstreams_word(proxy_for, up, tmp_path):
+    """Bigger than declared, bytes not matching the sha256, no hash at all: a 502 (or not
+    listed), nothing stored, the row still not pulled; then the right bytes are pulled."""
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "liar", "1.0"), "rb").read()
+    other = open(make_sdist(str(d), "liar", "2.0"), "rb").read()
+    up.routes["/f/liar-1.0.tar.gz"] = (200, {}, good + b"x" * (1 << 20))  # bigger than declared
+    up.routes["/f/liar-2.0.tar.gz"] = (200, {}, other[:-1] + b"!")  # not the bytes hashed
+    up.routes["/f/liar-3.0.tar.gz"] = (200, {}, good)
+    up.routes["/f/liar-4.0.tar.gz"] = up.stream(200, {}, _zeros(1 << 30))  # endless, no length
+    files = [
+        entry("liar-1.0.tar.gz", "/f/liar-1.0.tar.gz", good, size=len(good)),
+        entry("liar-2.0.tar.gz", "/f/liar-2.0.tar.gz", other),
+        {"filename": "liar-3.0.tar.gz", "url": "/f/liar-3.0.tar.gz", "hashes": {}},
+        {"filename": "liar-3.1.tar.gz", "url": "/f/liar-3.0.tar.gz", "hashes": {"md5": "0" * 32}},
+        entry("liar-4.0.tar.gz", "/f/liar-4.0.tar.gz", good, size=len(good)),
+    ]
+    up.routes["/simple/liar/"] = json_page("liar", files)
+    proxy = proxy_for(up)
+    page = proxy.get("/simple/liar/", headers=JSON).json
+    links = {f["filename"]: f["url"] for f in page["files"]}
+    assert sorted(links) == ["liar-1.0.tar.gz", "liar-2.0.tar.gz", "liar-4.0.tar.gz"]
+    for name in links:
+        got = proxy.get(links[name])
+        assert got.status_int == 502, (name, got.status)
+    assert proxy.stored() == []
+    assert {r["stored"] for r in proxy.rows("SELECT stored FROM files")} == {0}
+    assert not list((tmp_path / "data" / "tmp").glob("*")) if (tmp_path / "data" / "tmp").exists() else True
+    # Upstream corrected: the right bytes are pulled and served.
+    up.routes["/f/liar-1.0.tar.gz"] = (200, {}, good)
+    assert proxy.get(links["liar-1.0.tar.gz"]).body == good
+
+
+def test_mirror_never_stores_files_unlike_upstreams_word(up, tmp_path, db_url):
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "liar", "1.0"), "rb").read()
+    up.routes["/f/liar-1.0.tar.gz"] = (200, {}, good + b"x" * 1000)
+    up.routes["/f/liar-2.0.tar.gz"] = (200, {}, good)
+    files = [
+        entry("liar-1.0.tar.gz", "/f/liar-1.0.tar.gz", good, size=len(good)),
+        entry("liar-2.0.tar.gz", "/f/liar-2.0.tar.gz", b"other bytes"),
+    ]
+    up.routes["/simple/liar/"] = json_page("liar", files)
+    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, b'<a href="liar/">liar</a>')
+    report, rows = mirror_run(tmp_path, db_url, up)
+    assert rows == [] and not report.ok and len(report.failures) == 2, report.summary()
+    assert not list((tmp_path / "data" / "packages").rglob("*.tar.gz"))
+
+
+# -- 5. XML-RPC ---------------------------------------------------------------------------------
+LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lollollollollollollollollollol">'
+    + "".join(f'<!ENTITY lol{i} "' + (f"&lol{i - 1};" if i else "&lol;") * 10 + '">' for i in range(10))
+    + "]>"
+)
+XXE = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+
+
+def rpc_answer(value: str, prolog: str = "") -> tuple[int, dict[str, str], bytes]:
+    body = f"{prolog}<methodResponse><params><param><value>{value}</value></param></params></methodResponse>"
+    return 200, {"Content-Type": "text/xml"}, body.encode()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        rpc_answer("<string>&lol9;</string>", LAUGHS),
+        rpc_answer("<struct><member><name>&xxe;</name><value><int>1</int></value></member></struct>", XXE),
+        rpc_answer(
+            "<struct><member><name>../../x</name><value><string>nan</string></value></member></struct>"
+        ),
+        rpc_answer(
+            "<struct><member><name>//127.0.0.1:1/x</name><value><int>1</int></value></member></struct>"
+        ),
+        rpc_answer(
+            "<array><data>"
+            + "<value><array><data>" * 5000
+            + "</data></array></value>" * 5000
+            + "</data></array>"
+        ),
+        rpc_answer("<int>1</int>"),
+        (200, {"Content-Type": "text/xml"}, b"<methodResponse><params><param><value><string>"),
+    ],
+    ids=["billion-laughs", "xxe", "bad-serial", "ssrf-name", "deep", "wrong-type", "truncated"],
+)
+def test_mirror_survives_hostile_xmlrpc_answers(tmp_path, db_url, up, internal, answer):
+    """Whatever upstream's XML-RPC answers, the mirror ends (a clean failure, or a sync from
+    the simple pages), follows no name to another host and never resolves an entity."""
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "fine", "1.0"), "rb").read()
+    up.routes["/f/fine-1.0.tar.gz"] = (200, {}, good)
+    up.routes["/simple/fine/"] = json_page("fine", [entry("fine-1.0.tar.gz", "/f/fine-1.0.tar.gz", good)])
+    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, b'<a href="fine/">fine</a>')
+    up.routes["/pypi"] = answer
+    report, rows = mirror_run(tmp_path, db_url, up)
+    assert internal.seen == []
+    assert all(CONTENT_PATH.fullmatch(r["path"]) for r in rows)
+    assert report.ok or report.failures, report.summary()
+    assert all(p.startswith(("/simple/", "/pypi", "/f/")) for p in up.paths())
+
+
+def test_mirror_survives_a_hostile_changelog(tmp_path, db_url, up):
+    """After a first sync, changelog_since_serial answers garbage: a clean failure or a full run."""
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "fine", "1.0"), "rb").read()
+    up.routes["/f/fine-1.0.tar.gz"] = (200, {}, good)
+    up.routes["/simple/fine/"] = json_page("fine", [entry("fine-1.0.tar.gz", "/f/fine-1.0.tar.gz", good)])
+    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, b'<a href="fine/">fine</a>')
+    listing = "<struct><member><name>fine</name><value><int>7</int></value></member></struct>"
+
+    def rpc(h):
+        method = up.seen[-1][2].decode()
+        if "list_packages_with_serial" in method:
+            value = listing
+        elif "changelog_last_serial" in method:
+            value = "<int>9</int>"
+        else:  # changelog_since_serial: entries of the wrong shape
+            value = (
+                "<array><data><value><array><data><value><int>1</int></value></data></array></value>"
+                "<value><string>x</string></value></data></array>"
+            )
+        status, headers, body = rpc_answer(value)
+        h.send_response(status)
+        h.send_header("Content-Type", "text/xml")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    up.routes["/pypi"] = rpc
+    report, rows = mirror_run(tmp_path, db_url, up)
+    assert report.ok and len(rows) == 1, report.summary()
+    report, rows = mirror_run(tmp_path, db_url, up)
+    assert len(rows) == 1 and (report.ok or report.failures), report.summary()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        LAUGHS + "<methodCall><methodName>list_packages</methodName><params><param><value><string>&lol9;"
+        "</string></value></param></params></methodCall>",
+        XXE + "<methodCall><methodName>&xxe;</methodName></methodCall>",
+        "<methodCall><methodName>changelog_since_serial</methodName><params><param><value>"
+        + "<array><data><value>" * 20000
+        + "</value></data></array>" * 20000
+        + "</value></param></params></methodCall>",
+        "<methodCall><methodName>release_urls</methodName><params>"
+        + "<param><value><string>x</string></value></param>" * 20000
+        + "</params></methodCall>",
+    ],
+    ids=["billion-laughs", "xxe", "deep", "many-params"],
+)
+def test_our_xmlrpc_endpoint_refuses_hostile_bodies(testapp, body):
+    got = testapp.post("/pypi", body.encode(), headers={"Content-Type": "text/xml"}, expect_errors=True)
+    assert got.status_int in (200, 400, 413), got.status
+    if got.status_int == 200:
+        assert b"<fault>" in got.body
+
+
+def test_our_xmlrpc_endpoint_refuses_a_huge_body(testapp):
+    body = b"<methodCall><methodName>" + b"x" * (2 << 20) + b"</methodName></methodCall>"
+    got = testapp.post("/pypi", body, headers={"Content-Type": "text/xml"}, expect_errors=True)
+    assert got.status_int == 413
+
+
+# -- 8. pages that are not pages -----------------------------------------------------------------
+NOT_PAGES = {
+    "bad-json": (200, {"Content-Type": JSON_TYPE}, b'{"files": [{"filename": '),
+    "deep-json": (200, {"Content-Type": JSON_TYPE}, b"[" * 200000 + b"]" * 200000),
+    "json-list": (200, {"Content-Type": JSON_TYPE}, b"[1, 2]"),
+    "json-types": (
+        200,
+        {"Content-Type": JSON_TYPE},
+        json.dumps(
+            {
+                "files": [
+                    1,
+                    "x",
+                    None,
+                    {"filename": 5, "url": "/x", "hashes": {"sha256": "0" * 64}},
+                    {"filename": "json-types-1.0.tar.gz", "url": 7, "hashes": {"sha256": "0" * 64}},
+                    {"filename": "json-types-1.0.tar.gz", "url": "/x", "hashes": {"sha256": 5}},
+                    {"filename": "json-types-1.0.tar.gz", "url": "/x", "hashes": ["sha256"]},
+                    {
+                        "filename": "json-types-1.1.tar.gz",
+                        "url": "/x",
+                        "hashes": {"sha256": "0" * 64},
+                        "size": "big",
+                        "yanked": [1],
+                        "requires-python": 3,
+                        "upload-time": {},
+                        "core-metadata": {"sha256": 5},
+                    },
+                ]
+            }
+        ).encode(),
+    ),
+    "bad-serial": (200, {"Content-Type": "text/html", "X-PyPI-Last-Serial": "lots"}, b"<html></html>"),
+    "huge-serial": (200, {"Content-Type": "text/html", "X-PyPI-Last-Serial": "9" * 5000}, b"<html></html>"),
+    "binary": (200, {"Content-Type": "application/octet-stream"}, bytes(range(256)) * 100),
+    "image": (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n" + bytes(1000)),
+    "loop": (302, {"Location": "./"}, b""),  # to itself, for ever
+    "to-file": (302, {"Location": "file:///etc/passwd"}, b""),
+    "to-gopher": (301, {"Location": "gopher://127.0.0.1/"}, b""),
+    "no-location": (302, {}, b""),
+    "teapot": (418, {}, b"I'm a teapot"),
+    "server-error": (500, {}, b"boom"),
+    "bad-status": lambda h: h.wfile.write(b"HTTP/1.1 abc OK\r\n\r\n"),
+    "not-http": lambda h: h.wfile.write(b"SSH-2.0-OpenSSH_9.0\r\n"),
+    "bad-length": lambda h: h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nxx"),
+    "short-body": lambda h: h.wfile.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 500\r\n\r\n<a>"
+    ),
+    "many-headers": lambda h: h.wfile.write(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 500 + b"\r\n"),
+    "long-header": lambda h: h.wfile.write(b"HTTP/1.1 200 OK\r\nX: " + b"y" * 100000 + b"\r\n\r\n"),
+}
+
+
+def test_proxy_answers_pages_that_are_not_pages_with_a_gateway_error(proxy_for, up):
+    for name, route in NOT_PAGES.items():
+        up.routes[f"/simple/{name}/"] = route
+    proxy = proxy_for(up)
+    for name in NOT_PAGES:
+        for accept in (JSON, {"Accept": "text/html"}):
+            got = proxy.get(f"/simple/{name}/", headers=accept)
+            if name == "json-types":  # the one file with a name, a URL and a sha256 is taken
+                assert got.status_int == 200, got.status
+                continue
+            assert got.status_int in (404, 502, 504), (name, got.status)
+            got = proxy.get(f"/pypi/{name}/json")
+            assert got.status_int in (200, 404, 502, 504) if name == "json-types" else (404, 502, 504), (
+                name,
+                got.status,
+            )
+    assert proxy.stored() == []
+
+
+def test_a_bad_page_for_a_proxied_project_keeps_its_last_good_page(proxy_for, up, tmp_path):
+    """A garbage answer (wrong content type, encoded, broken JSON) for a project already
+    proxied: the last good page is served with a stale warning, its files are kept."""
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "kept", "1.0"), "rb").read()
+    up.routes["/f/kept-1.0.tar.gz"] = (200, {}, good)
+    up.routes["/simple/kept/"] = json_page("kept", [entry("kept-1.0.tar.gz", "/f/kept-1.0.tar.gz", good)])
+    proxy = proxy_for(up, page_ttl="0")
+    first = proxy.get("/simple/kept/", headers=JSON).json
+    for route in ("binary", "image", "bad-json", "deep-json", "json-list", "short-body", "loop", "to-file"):
+        up.routes["/simple/kept/"] = NOT_PAGES[route]
+        with proxy.db.transaction(write=True) as tx:  # asked again at once
+            tx.execute("UPDATE upstream_pages SET fetched = 0")
+        got = proxy.get("/simple/kept/", headers=JSON)
+        assert got.status_int == 200 and "Warning" in got.headers, (route, got.status)
+        assert got.json["files"] == first["files"], route

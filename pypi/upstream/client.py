@@ -61,6 +61,30 @@ MIN_RATE = 32 * 1024
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+#: A project name that can exist (PEP 508), within a length no real one reaches; any other
+#: name is never asked of upstream (nor becomes part of a URL to it).
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,198}[A-Za-z0-9])?")
+#: Content types a simple-API page comes as (none: a static tree's server may send none).
+_HTML_TYPES = ("", "text/html", "application/vnd.pypi.simple.v1+html", "application/xhtml+xml")
+_JSON_TYPES = (JSON_TYPE, "application/json")
+
+
+def valid_name(name: Any) -> bool:
+    """Whether ``name`` is a project name that can exist (PEP 508's rule)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def _serial(value: Any) -> int:
+    """An upstream serial (an int, or its decimal text), 0 when it is anything else."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 19:
+        return int(value)
+    return value if isinstance(value, int) and 0 <= value < 2**63 else 0
+
+
+def _content_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 class UpstreamError(Exception):
@@ -285,34 +309,57 @@ class UpstreamClient:
 
     # -- listing ---------------------------------------------------------
     def list_projects(self) -> dict[str, int]:
-        """normalized name -> upstream serial (0 when upstream gives none)."""
+        """normalized name -> upstream serial (0 when upstream gives none).
+
+        Names that cannot exist are left out (never asked of upstream)."""
         listed = self._xmlrpc("list_packages_with_serial")
         if isinstance(listed, dict):
-            return {canonicalize_name(n): int(s) for n, s in listed.items()}
+            return {canonicalize_name(n): _serial(s) for n, s in listed.items() if valid_name(n)}
         body, _url, headers = self._get(self.url, limit=MAX_LISTING, rate=MIN_RATE)
-        if headers.get("content-type", "").startswith(JSON_TYPE):
-            data = json.loads(body)
-            return {canonicalize_name(p["name"]): int(p.get("_last-serial") or 0) for p in data["projects"]}
+        kind = _content_type(headers)
+        if kind in _JSON_TYPES:
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                data = None
+            if not isinstance(data, dict) or not isinstance(data.get("projects"), list):
+                raise UpstreamError("upstream's /simple/ is not a simple-API index")
+            return {
+                canonicalize_name(p["name"]): _serial(p.get("_last-serial"))
+                for p in data["projects"]
+                if isinstance(p, dict) and valid_name(p.get("name"))
+            }
+        if kind not in _HTML_TYPES:
+            raise UpstreamError(f"upstream's /simple/ is not a simple-API index ({kind})")
         parser = _Links()
         parser.feed(body.decode("utf-8", "replace"))
-        return {canonicalize_name(text.strip()): 0 for _attrs, text in parser.links if text.strip()}
+        return {canonicalize_name(t.strip()): 0 for _attrs, t in parser.links if valid_name(t.strip())}
 
     def last_serial(self) -> int | None:
         found = self._xmlrpc("changelog_last_serial")
-        return int(found) if isinstance(found, int) else None
+        return found if isinstance(found, int) and not isinstance(found, bool) and found >= 0 else None
 
     def changed_since(self, serial: int) -> tuple[set[str], int] | None:
-        """(names changed after ``serial``, newest serial), or None without XML-RPC."""
+        """(names changed after ``serial``, newest serial), or None without XML-RPC (or
+        when its answer is not a changelog: the caller then checks every project)."""
         changes = self._xmlrpc("changelog_since_serial", serial)
         if not isinstance(changes, list):
             return None
-        names = {canonicalize_name(c[0]) for c in changes}
-        newest = max([serial, *(int(c[4]) for c in changes)])
+        names, newest = set(), serial
+        for c in changes:
+            if not isinstance(c, (list, tuple)) or len(c) < 5 or not isinstance(c[0], str):
+                return None
+            if valid_name(c[0]):
+                names.add(canonicalize_name(c[0]))
+            newest = max(newest, _serial(c[4]))
         return names, newest
 
     # -- project pages ---------------------------------------------------
     def project(self, name: str) -> ProjectPage | None:
-        """The project's files, or None when upstream has no such project (404)."""
+        """The project's files, or None when upstream has no such project (404; a name that
+        cannot exist is not asked)."""
+        if not valid_name(name):
+            return None
         url = urljoin(self.url, canonicalize_name(name) + "/")
         try:
             body, final, headers = self._get(url)
@@ -320,14 +367,17 @@ class UpstreamClient:
             if exc.status in (404, 410):
                 return None
             raise
-        serial = int(headers.get("x-pypi-last-serial") or 0)
+        serial = _serial(headers.get("x-pypi-last-serial"))
         digest = hashlib.sha256(body).hexdigest()
+        kind = _content_type(headers)
         try:
-            if headers.get("content-type", "").startswith(JSON_TYPE):
+            if kind in _JSON_TYPES:
                 found = _files_from_json(json.loads(body), final)
-            else:
+            elif kind in _HTML_TYPES:
                 found = _files_from_html(body.decode("utf-8", "replace"), final)
-        except (ValueError, KeyError, TypeError) as exc:
+            else:
+                raise ValueError(f"its content type is {kind}")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise UpstreamError(f"upstream's page for {name} is not a simple-API page: {exc}") from None
         files, refused = [], []
         for f in found:
@@ -357,7 +407,7 @@ class UpstreamClient:
     def project_json(self, name: str) -> dict[str, Any] | None:
         """Upstream's JSON API answer for a project it has (``info``: the latest release's
         metadata), or None when upstream offers no JSON API or cannot answer now."""
-        if self.json_url is None:
+        if self.json_url is None or not valid_name(name):
             return None
         try:
             body, _url, headers = self._get(
@@ -368,7 +418,7 @@ class UpstreamClient:
                 raise ValueError("not a JSON API answer")
         except UpstreamUnavailable:
             return None  # not now; the simple page was enough
-        except (UpstreamError, ValueError):
+        except (UpstreamError, ValueError, RecursionError):
             self.json_url = None  # a 404 for a project upstream has, or not JSON: no JSON API
             return None
         return data
