@@ -393,7 +393,7 @@ def test_proxy_never_serves_nor_stores_files_unlike_upstreams_word(proxy_for, up
     up.routes["/f/liar-1.0.tar.gz"] = (200, {}, good + b"x" * (1 << 20))  # bigger than declared
     up.routes["/f/liar-2.0.tar.gz"] = (200, {}, other[:-1] + b"!")  # not the bytes hashed
     up.routes["/f/liar-3.0.tar.gz"] = (200, {}, good)
-    up.routes["/f/liar-4.0.tar.gz"] = up.stream(200, {}, _zeros(1 << 30))  # endless, no length
+    up.routes["/f/liar-4.0.tar.gz"] = up.endless({})  # endless: read only to its declared size
     files = [
         entry("liar-1.0.tar.gz", "/f/liar-1.0.tar.gz", good, size=len(good)),
         entry("liar-2.0.tar.gz", "/f/liar-2.0.tar.gz", other),

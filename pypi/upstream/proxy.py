@@ -298,6 +298,7 @@ class UpstreamProxy:
             sha256=row["sha256_digest"],
             blake2_256=row["blake2_256_digest"] if row["stored"] == 0 else "",
             metadata_sha256=row["metadata_sha256"] if row["upstream_metadata_url"] else None,
+            size=int(row["size"]) or None,  # upstream's declared size until pulled
         )
         stored = fetch_and_store(
             self.client,
