@@ -16,7 +16,7 @@ from pypi.app import make_app
 from pypi.index.db import Database
 from pypi.upstream.sync import Mirror
 from tests.conftest import make_config
-from tests.dists import make_sdist
+from tests.dists import make_sdist, make_wheel
 from tests.services.hostile_upstream import HostileUpstream
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -640,3 +640,119 @@ def test_a_bad_page_for_a_proxied_project_keeps_its_last_good_page(proxy_for, up
         got = proxy.get("/simple/kept/", headers=JSON)
         assert got.status_int == 200 and "Warning" in got.headers, (route, got.status)
         assert got.json["files"] == first["files"], route
+
+
+# -- 7. dependency confusion --------------------------------------------------------------------
+def _alice(db) -> None:
+    from pypi.index import auth
+    from tests.conftest import PASSWORD
+
+    with db.transaction(write=True) as tx:
+        auth.create_user(tx, "alice", PASSWORD)
+
+
+def test_a_local_name_never_shows_upstream_files_under_any_spelling(proxy_for, up, tmp_path):
+    from tests.uploading import upload_wheel
+
+    d = tmp_path / "dists"
+    d.mkdir()
+    evil = open(make_wheel(str(d), "acme-utils", "99.0"), "rb").read()
+    proxy = proxy_for(up)
+    _alice(proxy.db)
+    upload_wheel(proxy.app, tmp_path, "Acme_Utils", "1.2")  # before upstream had the name
+    up.seen.clear()
+    up.routes["/f/acme_utils-99.0-py3-none-any.whl"] = (200, {}, evil)
+    up.routes["/simple/acme-utils/"] = json_page(
+        "acme-utils", [entry("acme_utils-99.0-py3-none-any.whl", "/f/acme_utils-99.0-py3-none-any.whl", evil)]
+    )
+    for spelling in ("acme-utils", "Acme_Utils", "acme.utils", "ACME-utils", "acme__utils", "Acme-.Utils"):
+        got = proxy.get(f"/simple/{spelling}/", headers=JSON)
+        if got.status_int == 301:
+            got = proxy.get(got.headers["Location"], headers=JSON)
+        assert [f["filename"] for f in got.json["files"]] == ["acme_utils-1.2-py3-none-any.whl"], spelling
+        got = proxy.get(f"/pypi/{spelling}/json")
+        if got.status_int == 301:
+            got = proxy.get(got.headers["Location"])
+        assert got.json["info"]["version"] == "1.2", spelling
+    assert not any("acme" in p for p in up.paths())  # upstream never asked
+
+
+def test_an_upload_to_a_proxied_name_is_refused_under_any_spelling(proxy_for, up, tmp_path):
+    from tests.uploading import upload_wheel
+
+    d = tmp_path / "dists"
+    d.mkdir()
+    data = open(make_sdist(str(d), "public-pkg", "1.0"), "rb").read()
+    up.routes["/simple/public-pkg/"] = json_page("public-pkg", [entry("public_pkg-1.0.tar.gz", "/f/x", data)])
+    up.routes["/simple/slow-name/"] = up.trickle(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9999\r\n\r\n", every=0.2
+    )
+    proxy = proxy_for(up, timeout="2")
+    _alice(proxy.db)
+    for spelling in ("public-pkg", "Public_Pkg", "public.pkg"):  # not asked for before: looked up first
+        got = upload_wheel(proxy.app, tmp_path, spelling, "2.0", status="*")
+        assert got.status_int == 403 and "dependency confusion" in got.text, (spelling, got.status)
+    # Upstream cannot say (a trickle): refused with 503 within the timeout (fail closed).
+    got = upload_wheel(proxy.app, tmp_path, "slow_name", "1.0", status="*")
+    assert got.status_int == 503
+    assert proxy.rows("SELECT filename FROM files WHERE upstream_url IS NULL") == []
+
+
+# -- 6. nonexistent names ------------------------------------------------------------------------
+def test_a_flood_of_nonexistent_names_keeps_the_negative_cache_bounded(proxy_for, up, monkeypatch):
+    """Random names upstream does not have: each asked once per TTL, and the rows remembering
+    them stay bounded (the oldest go), whatever the number of names."""
+    from pypi.upstream import proxy as proxy_module
+
+    monkeypatch.setattr(proxy_module, "MAX_NEGATIVE", 50)
+    proxy = proxy_for(up)
+    for i in range(400):
+        assert proxy.get(f"/simple/nope-{i}/", headers=JSON).status_int == 404
+    asked = len(up.seen)
+    assert asked == 400
+    remembered = proxy.rows("SELECT COUNT(*) AS n FROM upstream_pages")[0]["n"]
+    assert remembered <= 2 * 50, remembered
+    # The newest are remembered: asked again, they do not reach upstream.
+    assert proxy.get("/simple/nope-399/", headers=JSON).status_int == 404
+    assert len(up.seen) == asked
+
+
+def test_names_that_cannot_exist_never_reach_upstream(proxy_for, up):
+    proxy = proxy_for(up)
+    for name in (
+        "@evil.example",
+        "a:b",
+        "x" * 500,
+        "-leading",
+        "trailing-",
+        "..",
+        "a b",
+        "%C3%A9",
+        "a%00b",
+    ):
+        got = proxy.get(f"/simple/{name}/", headers=JSON)
+        assert got.status_int in (301, 400, 404), (name, got.status)
+        got = proxy.get(f"/pypi/{name}/json")
+        assert got.status_int in (301, 400, 404), (name, got.status)
+    assert up.seen == []
+
+
+def test_concurrent_requests_for_one_name_ask_upstream_once(proxy_for, up):
+    import threading
+
+    up.routes["/simple/slowish/"] = up.stream(
+        200, {"Content-Type": "text/html"}, lambda: (__import__("time").sleep(1), [b"<html></html>"])[1]
+    )
+    proxy = proxy_for(up)
+    answers = []
+
+    def ask():
+        answers.append(proxy.get("/simple/slowish/", headers=JSON).status_int)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == [404] * 8
+    assert up.paths().count("/simple/slowish/") == 1
