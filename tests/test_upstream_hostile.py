@@ -756,3 +756,54 @@ def test_concurrent_requests_for_one_name_ask_upstream_once(proxy_for, up):
         t.join(30)
     assert answers == [404] * 8
     assert up.paths().count("/simple/slowish/") == 1
+
+
+def test_odd_fields_of_a_taken_file_render_everywhere(proxy_for, up, tmp_path):
+    """A file taken with odd but well-typed fields (an upload time that is no time, a huge
+    size, a requires-python that is no specifier, a long yank reason): every view answers."""
+    import xmlrpc.client
+
+    odd = {
+        "upload-time": "yesterday, <b>noon</b>",
+        "size": 2**62,
+        "requires-python": ">=3; rm -rf / <script>",
+        "yanked": "x" * 5000,
+    }
+    up.routes["/simple/odd/"] = json_page("odd", [entry("odd-1.0.tar.gz", "/f/odd", b"odd", **odd)])
+    proxy = proxy_for(up)
+    assert proxy.get("/simple/odd/", headers=JSON).status_int == 200
+    assert proxy.get("/simple/odd/", headers={"Accept": "text/html"}).status_int == 200
+    assert proxy.get("/pypi/odd/json").status_int == 200
+    assert proxy.get("/pypi/odd/1.0/json").status_int == 200
+    assert proxy.get("/project/odd/").status_int == 200
+    for method, params in (("release_urls", ("odd", "1.0")), ("release_data", ("odd", "1.0"))):
+        body = xmlrpc.client.dumps(params, method).encode()
+        got = proxy.app.post("/pypi", body, headers={"Content-Type": "text/xml"}, expect_errors=True)
+        assert got.status_int == 200, (method, got.status)
+    got = proxy.get("/packages/" + proxy.rows("SELECT path FROM files")[0]["path"].removeprefix("packages/"))
+    assert got.status_int == 502  # its bytes are not upstream's word
+
+
+def test_a_trickling_file_is_given_up_on_in_time(proxy_for, up):
+    """A file sent a byte at a time (below 32 KiB/s after the timeout): 504 in about the
+    timeout, nothing stored; so is one whose head never ends."""
+    import time
+
+    up.routes["/f/slow-1.0.tar.gz"] = up.trickle(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 900000\r\n\r\n", every=0.1
+    )
+    up.routes["/f/slow-2.0.tar.gz"] = up.trickle(b"HTTP/1.1 200 OK\r\nX: ", b"y", every=0.1)
+    up.routes["/simple/slow/"] = json_page(
+        "slow",
+        [
+            entry("slow-1.0.tar.gz", "/f/slow-1.0.tar.gz", b"x", size=900000),
+            entry("slow-2.0.tar.gz", "/f/slow-2.0.tar.gz", b"x"),
+        ],
+    )
+    proxy = proxy_for(up, timeout="2")
+    for f in proxy.get("/simple/slow/", headers=JSON).json["files"]:
+        started = time.monotonic()
+        got = proxy.get(f["url"])
+        assert got.status_int == 504, (f["filename"], got.status)
+        assert time.monotonic() - started < 2 + 4
+    assert proxy.stored() == []

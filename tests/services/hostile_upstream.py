@@ -57,6 +57,7 @@ class HostileUpstream:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a client hanging up is the point
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.simple = self.url + "/simple/"
