@@ -807,3 +807,17 @@ def test_a_trickling_file_is_given_up_on_in_time(proxy_for, up):
         assert got.status_int == 504, (f["filename"], got.status)
         assert time.monotonic() - started < 2 + 4
     assert proxy.stored() == []
+
+
+def test_file_hosts_setting_is_checked(tmp_path):
+    from pypi.config import ConfigError, build
+
+    def cfg(**ups):
+        return build({"upstream": ups}, base_dir=str(tmp_path)).upstream
+
+    assert cfg().file_hosts == ("files.pythonhosted.org",)
+    assert cfg(file_hosts="a.example b.example:8443").file_hosts == ("a.example", "b.example:8443")
+    assert cfg(file_hosts="").file_hosts == ()
+    for bad in ("a.example/path", "a.example:port", "u:p@a.example", "a.example?x"):
+        with pytest.raises(ConfigError, match=r"\[upstream\] file_hosts"):
+            cfg(file_hosts=bad)
