@@ -115,6 +115,9 @@ class UpstreamSettings:
     #: Skip files larger than this many bytes (0: no cap).
     max_file_size: int = 0
     jobs: int = 4
+    #: Hosts (``host`` or ``host:port``) besides upstream's own that its file links and
+    #: redirects may point to; any other host is never asked (SSRF).
+    file_hosts: tuple[str, ...] = ("files.pythonhosted.org",)
 
 
 @dataclass(frozen=True)
@@ -432,7 +435,23 @@ def _upstream(ups: Mapping[str, str], base_dir: str) -> UpstreamSettings:
         latest=_int(ups.get("latest", "0"), where="[upstream] latest", low=0),
         max_file_size=parse_size(ups.get("max_file_size") or "0", where="[upstream] max_file_size"),
         jobs=_int(ups.get("jobs", "4"), where="[upstream] jobs", low=1, high=256),
+        file_hosts=_file_hosts(ups.get("file_hosts")),
     )
+
+
+def _file_hosts(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return UpstreamSettings.file_hosts
+    hosts = _words(text)
+    for host in hosts:
+        try:
+            parts = urlsplit("//" + host)
+            parts.port  # noqa: B018 (ValueError when it is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname or parts.path or parts.query or "@" in host:
+            raise ConfigError(f"[upstream] file_hosts: {host!r} is not a host or host:port")
+    return hosts
 
 
 def is_secret(key: str) -> bool:

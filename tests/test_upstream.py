@@ -372,7 +372,13 @@ def test_client_keeps_connections_and_sends_credentials_only_to_upstreams_host()
         }
     )
     try:
-        client = UpstreamClient(upstream.url + "/simple/", username="u", password="secret", connections=1)
+        client = UpstreamClient(
+            upstream.url + "/simple/",
+            username="u",
+            password="secret",
+            connections=1,
+            file_hosts=(elsewhere.url.removeprefix("http://"),),
+        )
         assert client.fetch_bytes(upstream.url + "/simple/page/") == b"page"
         assert client.fetch_bytes(upstream.url + "/simple/page/") == b"page"
         assert client.fetch_bytes(upstream.url + "/simple/moved") == b"file bytes"

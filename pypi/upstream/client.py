@@ -12,8 +12,10 @@ elsewhere, not even after a redirect) and never appear in an error message.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
+import io
 import itertools
 import json
 import os
@@ -21,6 +23,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import xmlrpc.client
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +31,13 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-from packaging.utils import canonicalize_name
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -39,6 +48,44 @@ MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 #: Bytes of an error answer read to keep its connection; a longer one closes it.
 DRAIN_LIMIT = 64 * 1024
+#: The largest project page, JSON API answer or PEP 658 metadata read from upstream; a
+#: longer (or endless) one is an error, not held in memory.
+MAX_PAGE = 64 * 1024 * 1024
+#: The largest listing of the whole index read (XML-RPC list_packages_with_serial, the
+#: changelog, the /simple/ page: pypi.org's are some tens of MB).
+MAX_LISTING = 512 * 1024 * 1024
+#: A page is read within ``timeout`` seconds in all (not per read: a server sending a byte a
+#: second never ends a read). Larger bodies (files, listings) get ``timeout`` seconds plus
+#: one second per MIN_RATE bytes received: a slower trickle is given up on.
+MIN_RATE = 32 * 1024
+#: A distribution file name as it may become the last part of a storage path.
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+#: A project name that can exist (PEP 508), within a length no real one reaches; any other
+#: name is never asked of upstream (nor becomes part of a URL to it).
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,198}[A-Za-z0-9])?")
+#: Content types a simple-API page comes as (none: a static tree's server may send none).
+_HTML_TYPES = ("", "text/html", "application/vnd.pypi.simple.v1+html", "application/xhtml+xml")
+_JSON_TYPES = (JSON_TYPE, "application/json")
+
+
+def valid_name(name: Any) -> bool:
+    """Whether ``name`` is a project name that can exist (PEP 508's rule)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def _serial(value: Any) -> int:
+    """An upstream serial (an int, or its decimal text), 0 when it is anything else."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 19:
+        return int(value)
+    return value if isinstance(value, int) and 0 <= value < 2**63 else 0
+
+
+def _content_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 class UpstreamError(Exception):
@@ -81,6 +128,8 @@ class ProjectPage:
     serial: int
     #: A digest of what the page says, to tell whether it changed.
     digest: str
+    #: Why each file not taken was refused (a hostile name, hash or link).
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,10 +156,14 @@ class UpstreamClient:
         username: str = "",
         password: str = "",
         connections: int = 16,
+        file_hosts: tuple[str, ...] = (),
     ) -> None:
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
         self._host = urlsplit(self.url).netloc
+        #: (host, port) pairs a request may go to: upstream's own and ``file_hosts``' (port
+        #: None: the scheme's default port). A link or redirect elsewhere is never followed.
+        self._origins = {_origin(self.url)} | {_origin("//" + h) for h in file_hosts}
         self._auth = (
             "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode() if username else ""
         )
@@ -125,32 +178,65 @@ class UpstreamClient:
         """Close the kept connections."""
         self._pool.clear()
 
+    def allowed(self, url: str) -> bool:
+        """Whether ``url`` is an http(s) URL on upstream's own host or one of ``file_hosts``."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        default = 443 if parts.scheme == "https" else 80
+        origins = self._origins
+        return (parts.hostname, port or default) in origins or (
+            (parts.hostname, None) in origins and port in (None, default)
+        )
+
     # -- HTTP ------------------------------------------------------------
     def _open(
-        self, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        rate: int | None = None,
     ) -> _Response:
         """The response to a GET (a POST with ``data``), its body not read yet; the caller
         reads it inside ``with``. Redirects are followed (Authorization is sent only to
-        upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise."""
+        upstream's own host). Raises UpstreamError for 4xx, UpstreamUnavailable otherwise.
+        Everything (connecting, redirects, the head, the body) must be done within ``timeout``
+        seconds, plus one per ``rate`` bytes received when given (see MIN_RATE)."""
+        deadline = _Deadline(self.timeout, rate)
         method = "POST" if data is not None else "GET"
+        redirected: int | None = None  # the status of the redirect that led here
         for _hop in range(MAX_REDIRECTS + 1):
             try:
                 parts = urlsplit(url)
                 port = parts.port  # ValueError when it is not a number
+                if _CONTROL.search(url):
+                    raise ValueError("control characters or spaces")
             except ValueError:
                 raise UpstreamUnavailable("upstream unreachable: it gave a malformed URL") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UpstreamUnavailable(f"upstream unreachable: not an http(s) URL: {_safe(url)}")
+            if not self.allowed(url):
+                raise UpstreamError(
+                    f"upstream pointed to {parts.hostname}, neither its own host nor one of "
+                    "[upstream] file_hosts; not followed",
+                    redirected,
+                )
             sent = {"User-Agent": USER_AGENT, **(headers or {})}
             if self._auth and parts.netloc == self._host:
                 sent["Authorization"] = self._auth
             key = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn, response = self._request(key, method, target, data, sent, url)
+            conn, response = self._request(key, method, target, data, sent, url, deadline)
             answer = _Response(response, url, self._pool, key, conn)
             location = response.getheader("Location")
             if response.status in REDIRECTS and location:
                 answer.drain()
+                redirected = response.status
                 url = urljoin(url, location)
                 if response.status == 303:
                     method, data = "GET", None
@@ -170,13 +256,23 @@ class UpstreamClient:
         body: bytes | None,
         headers: dict[str, str],
         url: str,
-    ) -> tuple[http.client.HTTPConnection, _Answer]:
+        deadline: _Deadline,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send one request on a kept connection (once more on a new one when the server
         had closed the kept one meanwhile); the connection and its response's head."""
         for attempt in (1, 2):
             conn, reused = self._pool.take(key)
             try:
-                return conn, _exchange(conn, key, method, target, body, headers)
+                conn.deadline = deadline  # type: ignore[attr-defined]
+                left = deadline.left()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                if conn.sock is None:
+                    conn.timeout = min(self.timeout, left)  # connect()'s
+                else:
+                    conn.sock.settimeout(min(self.timeout, left))
+                conn.request(method, target, body=body, headers=headers)
+                return conn, conn.getresponse()
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 # ValueError: http.client's InvalidURL (control characters in a redirect's target)
                 conn.close()
@@ -185,14 +281,12 @@ class UpstreamClient:
                 raise UpstreamUnavailable(f"upstream unreachable ({_safe(url)}): {_reason(exc)}") from None
         raise AssertionError("unreachable")
 
-    def _get(self, url: str, accept: str = ACCEPT) -> tuple[bytes, str, dict[str, str]]:
-        """(body, final URL, headers)."""
-        with self._open(url, headers={"Accept": accept}) as response:
-            try:
-                body = response.read()
-            except (TimeoutError, OSError) as exc:
-                raise UpstreamUnavailable(f"upstream stopped answering ({_safe(url)}): {exc}") from None
-            return body, response.url, response.headers
+    def _get(
+        self, url: str, accept: str = ACCEPT, *, limit: int = MAX_PAGE, rate: int | None = None
+    ) -> tuple[bytes, str, dict[str, str]]:
+        """(body, final URL, headers): a page of at most ``limit`` bytes, not encoded."""
+        with self._open(url, headers={"Accept": accept}, rate=rate) as response:
+            return _body(response, url, limit), response.url, response.headers
 
     def _xmlrpc(self, method: str, *params: Any) -> Any:
         """Call an XML-RPC method; None when upstream does not offer XML-RPC."""
@@ -200,8 +294,10 @@ class UpstreamClient:
             return None
         body = xmlrpc.client.dumps(params, method).encode()
         try:
-            with self._open(self.xmlrpc_url, data=body, headers={"Content-Type": "text/xml"}) as response:
-                data = response.read()
+            with self._open(
+                self.xmlrpc_url, data=body, headers={"Content-Type": "text/xml"}, rate=MIN_RATE
+            ) as response:
+                data = _body(response, self.xmlrpc_url, MAX_LISTING)
             return xmlrpc.client.loads(data)[0][0]
         except UpstreamError as exc:
             if exc.status is None:
@@ -214,34 +310,57 @@ class UpstreamClient:
 
     # -- listing ---------------------------------------------------------
     def list_projects(self) -> dict[str, int]:
-        """normalized name -> upstream serial (0 when upstream gives none)."""
+        """normalized name -> upstream serial (0 when upstream gives none).
+
+        Names that cannot exist are left out (never asked of upstream)."""
         listed = self._xmlrpc("list_packages_with_serial")
         if isinstance(listed, dict):
-            return {canonicalize_name(n): int(s) for n, s in listed.items()}
-        body, _url, headers = self._get(self.url)
-        if headers.get("content-type", "").startswith(JSON_TYPE):
-            data = json.loads(body)
-            return {canonicalize_name(p["name"]): int(p.get("_last-serial") or 0) for p in data["projects"]}
+            return {canonicalize_name(n): _serial(s) for n, s in listed.items() if valid_name(n)}
+        body, _url, headers = self._get(self.url, limit=MAX_LISTING, rate=MIN_RATE)
+        kind = _content_type(headers)
+        if kind in _JSON_TYPES:
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                data = None
+            if not isinstance(data, dict) or not isinstance(data.get("projects"), list):
+                raise UpstreamError("upstream's /simple/ is not a simple-API index")
+            return {
+                canonicalize_name(p["name"]): _serial(p.get("_last-serial"))
+                for p in data["projects"]
+                if isinstance(p, dict) and valid_name(p.get("name"))
+            }
+        if kind not in _HTML_TYPES:
+            raise UpstreamError(f"upstream's /simple/ is not a simple-API index ({kind})")
         parser = _Links()
         parser.feed(body.decode("utf-8", "replace"))
-        return {canonicalize_name(text.strip()): 0 for _attrs, text in parser.links if text.strip()}
+        return {canonicalize_name(t.strip()): 0 for _attrs, t in parser.links if valid_name(t.strip())}
 
     def last_serial(self) -> int | None:
         found = self._xmlrpc("changelog_last_serial")
-        return int(found) if isinstance(found, int) else None
+        return found if isinstance(found, int) and not isinstance(found, bool) and found >= 0 else None
 
     def changed_since(self, serial: int) -> tuple[set[str], int] | None:
-        """(names changed after ``serial``, newest serial), or None without XML-RPC."""
+        """(names changed after ``serial``, newest serial), or None without XML-RPC (or
+        when its answer is not a changelog: the caller then checks every project)."""
         changes = self._xmlrpc("changelog_since_serial", serial)
         if not isinstance(changes, list):
             return None
-        names = {canonicalize_name(c[0]) for c in changes}
-        newest = max([serial, *(int(c[4]) for c in changes)])
+        names, newest = set(), serial
+        for c in changes:
+            if not isinstance(c, (list, tuple)) or len(c) < 5 or not isinstance(c[0], str):
+                return None
+            if valid_name(c[0]):
+                names.add(canonicalize_name(c[0]))
+            newest = max(newest, _serial(c[4]))
         return names, newest
 
     # -- project pages ---------------------------------------------------
     def project(self, name: str) -> ProjectPage | None:
-        """The project's files, or None when upstream has no such project (404)."""
+        """The project's files, or None when upstream has no such project (404; a name that
+        cannot exist is not asked)."""
+        if not valid_name(name):
+            return None
         url = urljoin(self.url, canonicalize_name(name) + "/")
         try:
             body, final, headers = self._get(url)
@@ -249,21 +368,47 @@ class UpstreamClient:
             if exc.status in (404, 410):
                 return None
             raise
-        serial = int(headers.get("x-pypi-last-serial") or 0)
+        serial = _serial(headers.get("x-pypi-last-serial"))
         digest = hashlib.sha256(body).hexdigest()
+        kind = _content_type(headers)
         try:
-            if headers.get("content-type", "").startswith(JSON_TYPE):
-                files = _files_from_json(json.loads(body), final)
+            if kind in _JSON_TYPES:
+                found = _files_from_json(json.loads(body), final)
+            elif kind in _HTML_TYPES:
+                found = _files_from_html(body.decode("utf-8", "replace"), final)
             else:
-                files = _files_from_html(body.decode("utf-8", "replace"), final)
-        except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"its content type is {kind}")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise UpstreamError(f"upstream's page for {name} is not a simple-API page: {exc}") from None
-        return ProjectPage(canonicalize_name(name), files, serial, digest)
+        files, refused = [], []
+        for f in found:
+            reason = self._refusal(f, name)
+            if reason is None:
+                files.append(f)
+            else:
+                refused.append(reason)
+        return ProjectPage(canonicalize_name(name), files, serial, digest, tuple(refused))
+
+    def _refusal(self, f: UpstreamFile, project: str) -> str | None:
+        """Why upstream's file ``f`` of ``project`` is not taken, or None to take it: its name
+        must be a plain file name of that project (it becomes part of the storage path and
+        of the file registry), its hash a sha256 hex digest, its link on an allowed host."""
+        name = f.filename if isinstance(f.filename, str) else ""
+        shown = repr(name[:200])
+        if not _FILENAME.fullmatch(name):
+            return f"{shown}: not a plain file name"
+        if _project_of(name) != canonicalize_name(project):
+            return f"{shown}: not a file of {project}"
+        if not _HEX64.fullmatch(f.sha256) or (f.blake2_256 and not _HEX64.fullmatch(f.blake2_256)):
+            return f"{shown}: its hash is not a hex digest"
+        if not self.allowed(f.url):
+            return f"{shown}: its link is not on upstream's host nor one of [upstream] file_hosts"
+        return None
 
     def project_json(self, name: str) -> dict[str, Any] | None:
         """Upstream's JSON API answer for a project it has (``info``: the latest release's
         metadata), or None when upstream offers no JSON API or cannot answer now."""
-        if self.json_url is None:
+        if self.json_url is None or not valid_name(name):
             return None
         try:
             body, _url, headers = self._get(
@@ -274,7 +419,7 @@ class UpstreamClient:
                 raise ValueError("not a JSON API answer")
         except UpstreamUnavailable:
             return None  # not now; the simple page was enough
-        except (UpstreamError, ValueError):
+        except (UpstreamError, ValueError, RecursionError):
             self.json_url = None  # a 404 for a project upstream has, or not JSON: no JSON API
             return None
         return data
@@ -282,10 +427,7 @@ class UpstreamClient:
     # -- files -----------------------------------------------------------
     def fetch_bytes(self, url: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         with self._open(url) as response:
-            data = response.read(limit + 1)
-        if len(data) > limit:
-            raise UpstreamError(f"{_safe(url)} is larger than {limit} bytes")
-        return data
+            return _body(response, url, limit, decoded=False)
 
     def download(self, url: str, dest_dir: str, *, max_size: int = 0) -> Downloaded:
         """Stream ``url`` into a new file ``dest_dir/upstream-<pid>-<n>.part``, hashing it; the
@@ -294,7 +436,7 @@ class UpstreamClient:
         size = 0
         fd, path = _mkstemp(dest_dir)
         try:
-            with os.fdopen(fd, "wb") as out, self._open(url) as response:
+            with os.fdopen(fd, "wb") as out, self._open(url, rate=MIN_RATE) as response:
                 for block in _blocks(response, url):
                     size += len(block)
                     if max_size and size > max_size:
@@ -330,8 +472,14 @@ class _Pool:
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context()
-            return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._tls), False
-        return http.client.HTTPConnection(host, port, timeout=self._timeout), False
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self._timeout, context=self._tls
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        conn.deadline = None  # type: ignore[attr-defined]
+        conn.response_class = functools.partial(_TimedResponse, conn)  # type: ignore[assignment]
+        return conn, False
 
     def give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -355,7 +503,7 @@ class _Response:
 
     def __init__(
         self,
-        response: _Answer,
+        response: http.client.HTTPResponse,
         url: str,
         pool: _Pool,
         key: tuple[str, str, int],
@@ -374,6 +522,10 @@ class _Response:
             return self._response.read(amount)
         except (http.client.HTTPException, OSError) as exc:
             raise OSError(_reason(exc)) from None
+
+    def incomplete(self) -> bool:
+        """Whether the body ended before its Content-Length (the server closed early)."""
+        return bool(self._response.length)
 
     def drain(self) -> None:
         """Read a short body to its end and release the connection (an error, a redirect)."""
@@ -400,171 +552,82 @@ class _Response:
         self._release()
 
 
-#: What http.client refuses in a request target (InvalidURL): controls and spaces.
-_UNSAFE_TARGET = re.compile("[\x00-\x20\x7f]")
-#: http.client's limits on a response head.
-_MAX_LINE = 65536
-_MAX_HEADERS = 100
+class _Deadline:
+    """When one request must be done: ``timeout`` seconds after it started, plus one second
+    per ``rate`` bytes received (with a rate)."""
+
+    __slots__ = ("timeout", "rate", "start", "received")
+
+    def __init__(self, timeout: float, rate: int | None) -> None:
+        self.timeout = timeout
+        self.rate = rate
+        self.start = time.monotonic()
+        self.received = 0
+
+    def left(self) -> float:
+        allowed = self.timeout + (self.received / self.rate if self.rate else 0.0)
+        return self.start + allowed - time.monotonic()
 
 
-def _exchange(
-    conn: http.client.HTTPConnection,
-    key: tuple[str, str, int],
-    method: str,
-    target: str,
-    body: bytes | None,
-    headers: dict[str, str],
-) -> _Answer:
-    """One request on ``conn`` and its response's head, HTTP/1.1 written and read here:
-    ``http.client``'s request and response objects (its header parsing goes through
-    ``email.parser``) were half a small download's CPU. ``conn`` only connects (TLS
-    included, with its timeout) and closes."""
-    if _UNSAFE_TARGET.search(target):
-        raise http.client.InvalidURL(f"URL can't contain control characters. {target!r}")
-    scheme, host, port = key
-    name = f"[{host}]" if ":" in host else host
-    lines = [
-        f"{method} {target} HTTP/1.1",
-        f"Host: {name}" if port == (443 if scheme == "https" else 80) else f"Host: {name}:{port}",
-    ]
-    lines.append("Accept-Encoding: identity")
-    lines.extend(f"{k}: {v}" for k, v in headers.items())
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    if conn.sock is None:
-        conn.connect()
-    fp = getattr(conn, "_cloudpypi_fp", None)
-    if fp is None or fp[0] is not conn.sock:
-        fp = (conn.sock, conn.sock.makefile("rb", 1 << 16))
-        conn._cloudpypi_fp = fp  # type: ignore[attr-defined]
-    conn.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
-    return _Answer(fp[1], method)
+class _TimedReader(io.RawIOBase):
+    """A response's socket reads, each given only the time its request has left (a server
+    trickling bytes never makes one read wait past the request's deadline)."""
 
-
-class _Answer:
-    """A response read from a connection's buffered socket file: status, headers, and a
-    body framed by Content-Length, chunks or the connection's end (what ``_Response`` and
-    ``_open`` use of ``http.client.HTTPResponse``)."""
-
-    def __init__(self, fp: Any, method: str) -> None:
-        self._fp = fp
-        while True:
-            line = fp.readline(_MAX_LINE + 1)
-            if not line:
-                raise http.client.RemoteDisconnected("Remote end closed connection without response")
-            version, _, rest = line.decode("iso-8859-1").rstrip("\r\n").partition(" ")
-            code, _, _reason = rest.partition(" ")
-            if not version.startswith("HTTP/") or len(line) > _MAX_LINE or not code.isdigit():
-                raise http.client.BadStatusLine(line.decode("iso-8859-1"))
-            self.status = int(code)
-            self._headers = _read_head(fp)
-            if self.status != 100:
-                break
-        found: dict[str, list[str]] = {}
-        for k, v in self._headers:
-            found.setdefault(k.lower(), []).append(v)
-        self._found = found
-        connection = self.getheader("connection", "").lower()
-        self.will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
-        self._chunked = "chunked" in self.getheader("transfer-encoding", "").lower()
-        self._left: int | None = None  # bytes left of the body (of the current chunk when chunked)
-        self._done = False
-        if method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200:
-            self._done = True
-        elif self._chunked:
-            self._left = 0
-        elif self.getheader("content-length") is not None:
-            try:
-                self._left = int(self.getheader("content-length", ""))
-            except ValueError:
-                raise http.client.HTTPException("bad Content-Length") from None
-            if self._left < 0:
-                raise http.client.HTTPException("bad Content-Length")
-            self._done = self._left == 0
-        else:
-            self.will_close = True  # the body ends with the connection
-
-    def getheader(self, name: str, default: str | None = None) -> Any:
-        values = self._found.get(name.lower())
-        return ", ".join(values) if values else default
-
-    def getheaders(self) -> list[tuple[str, str]]:
-        return list(self._headers)
-
-    def isclosed(self) -> bool:
-        """Whether the body was read to its end."""
-        return self._done
+    def __init__(self, sock: socket.socket, conn: http.client.HTTPConnection, held: io.IOBase) -> None:
+        self._sock = sock
+        self._conn = conn
+        #: http.client's own reader of the socket, kept open while this one is: the socket
+        #: (closed by the connection at once when the server will close it) stays usable.
+        self._held = held
 
     def close(self) -> None:
-        """Its connection will not be reused: the socket's file too is closed."""
-        self._done = True
-        self._fp.close()
+        super().close()
+        self._held.close()
 
-    def read(self, amount: int | None = None) -> bytes:
-        if self._done:
-            return b""
-        if self._chunked:
-            return self._read_chunks(amount)
-        if self._left is None:  # until the connection ends
-            data = self._fp.read() if amount is None else self._fp.read(amount)
-            if not data or amount is None:
-                self._done = True
-            return data
-        want = self._left if amount is None else min(amount, self._left)
-        data = self._fp.read(want)
-        if len(data) < want:
-            raise http.client.IncompleteRead(data, want - len(data))
-        self._left -= want
-        self._done = self._left == 0
-        return data
+    def readable(self) -> bool:
+        return True
 
-    def _read_chunks(self, amount: int | None) -> bytes:
-        parts: list[bytes] = []
-        got = 0
-        while amount is None or got < amount:
-            if not self._left:
-                line = self._fp.readline(_MAX_LINE + 1)
-                try:
-                    size = int(line.split(b";", 1)[0], 16)
-                except ValueError:
-                    raise http.client.IncompleteRead(b"".join(parts)) from None
-                if size == 0:
-                    _read_head(self._fp)  # trailers, then the blank line
-                    self._done = True
-                    break
-                self._left = size
-            want = self._left if amount is None else min(self._left, amount - got)
-            data = self._fp.read(want)
-            if len(data) < want:
-                raise http.client.IncompleteRead(data, want - len(data))
-            self._left -= want
-            if self._left == 0 and self._fp.read(2) != b"\r\n":
-                raise http.client.IncompleteRead(b"".join(parts))
-            parts.append(data)
-            got += want
-        return b"".join(parts)
+    def readinto(self, b) -> int:  # type: ignore[override]
+        deadline: _Deadline | None = getattr(self._conn, "deadline", None)
+        if deadline is not None:
+            left = deadline.left()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            current = self._sock.gettimeout()
+            if current is None or current > left + 0.1:  # (a system call: not on every read)
+                self._sock.settimeout(min(deadline.timeout, left))
+        n = self._sock.recv_into(b)
+        if deadline is not None:
+            deadline.received += n
+        return n
 
 
-def _read_head(fp: Any) -> list[tuple[str, str]]:
-    """Header lines up to the blank line (folded lines joined), as (name, value)."""
-    headers: list[tuple[str, str]] = []
-    while True:
-        line = fp.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
-            raise http.client.LineTooLong("header line")
-        if line in (b"\r\n", b"\n", b""):
-            if not line:
-                raise http.client.IncompleteRead(b"")
-            return headers
-        text = line.decode("iso-8859-1").rstrip("\r\n")
-        if text[:1] in (" ", "\t") and headers:
-            headers[-1] = (headers[-1][0], headers[-1][1] + " " + text.strip())
-            continue
-        name, sep, value = text.partition(":")
-        if sep:
-            headers.append((name.strip(), value.strip()))
-        if len(headers) > _MAX_HEADERS:
-            raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+class _TimedResponse(http.client.HTTPResponse):
+    """http.client's response, reading through a _TimedReader."""
+
+    def __init__(
+        self, conn: http.client.HTTPConnection, sock: socket.socket, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_TimedReader(sock, conn, self.fp))
+
+
+def _body(response: _Response, url: str, limit: int, *, decoded: bool = True) -> bytes:
+    """The whole body of at most ``limit`` bytes (UpstreamError beyond: an endless or huge
+    body is never held). ``decoded``: a page must come as sent (we ask for no encoding; a
+    gzip or deflate body is refused, never inflated)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if decoded and encoding not in ("", "identity"):
+        raise UpstreamError(f"upstream sent {_safe(url)} {encoding}-encoded, which was not asked for")
+    parts, size = [], 0
+    for block in _blocks(response, url):
+        size += len(block)
+        if size > limit:
+            raise UpstreamError(f"{_safe(url)} is larger than {limit} bytes; not read")
+        parts.append(block)
+    if response.incomplete():
+        raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: connection closed")
+    return b"".join(parts)
 
 
 def _closed_by_peer(exc: BaseException) -> bool:
@@ -620,6 +683,33 @@ def _mkstemp(folder: str) -> tuple[int, str]:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    """(host, port) of a URL (port None when it has none and no scheme says which)."""
+    parts = urlsplit(url)
+    port = parts.port
+    if port is None and parts.scheme:
+        port = 443 if parts.scheme == "https" else 80
+    return (parts.hostname or "", port)
+
+
+def _project_of(filename: str) -> str | None:
+    """The normalized project name a wheel's or sdist's file name carries, or None."""
+    try:
+        if filename.endswith(".whl"):
+            return canonicalize_name(parse_wheel_filename(filename)[0])
+        if filename.endswith((".tar.gz", ".zip")):
+            return canonicalize_name(parse_sdist_filename(filename)[0])
+    except (InvalidWheelFilename, InvalidSdistFilename, ValueError):
+        return None
+    return None
+
+
+def _hex(value: Any) -> str:
+    """A digest as lower-case hex, or "" when it is not one (never a path part)."""
+    text = value.lower() if isinstance(value, str) else ""
+    return text if _HEX64.fullmatch(text) else ""
+
+
 def _safe(url: str) -> str:
     """The URL without any user:password@ part."""
     parts = urlsplit(url)
@@ -640,24 +730,34 @@ def _meta_hash(value: Any) -> str | None:
     return ""
 
 
-def _files_from_json(data: dict, base: str) -> list[UpstreamFile]:
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _files_from_json(data: Any, base: str) -> list[UpstreamFile]:
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise ValueError("no list of files")
     files = []
     for f in data["files"]:
-        hashes = f.get("hashes") or {}
-        if not hashes.get("sha256"):
+        if not isinstance(f, dict) or not isinstance(f.get("url"), str):
+            continue
+        hashes = f.get("hashes")
+        if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
             continue  # unverifiable: never taken
         yanked = f.get("yanked", False)
+        size = f.get("size")
+        meta = _meta_hash(f.get("core-metadata", f.get("data-dist-info-metadata")))
         files.append(
             UpstreamFile(
-                filename=f["filename"],
+                filename=_text(f.get("filename")),
                 url=urljoin(base, f["url"]),
                 sha256=hashes["sha256"].lower(),
-                blake2_256=(hashes.get("blake2b_256") or hashes.get("blake2_256") or "").lower(),
-                requires_python=f.get("requires-python") or "",
+                blake2_256=_text(hashes.get("blake2b_256") or hashes.get("blake2_256")).lower(),
+                requires_python=_text(f.get("requires-python")),
                 yanked=(yanked if isinstance(yanked, str) else bool(yanked)),
-                metadata_sha256=_meta_hash(f.get("core-metadata", f.get("data-dist-info-metadata"))),
-                size=f.get("size"),
-                upload_time=f.get("upload-time") or "",
+                metadata_sha256=meta if meta is None else _hex(meta),
+                size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+                upload_time=_text(f.get("upload-time")),
             )
         )
     return files
@@ -699,7 +799,7 @@ def _files_from_html(text: str, base: str) -> list[UpstreamFile]:
         yanked: bool | str = False
         if "data-yanked" in attrs:
             yanked = attrs["data-yanked"] or ""
-        meta = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        meta = _meta_hash(attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata")))
         files.append(
             UpstreamFile(
                 filename=filename,
@@ -707,7 +807,7 @@ def _files_from_html(text: str, base: str) -> list[UpstreamFile]:
                 sha256=value.lower(),
                 requires_python=attrs.get("data-requires-python") or "",
                 yanked=yanked,
-                metadata_sha256=_meta_hash(meta),
+                metadata_sha256=meta if meta is None else _hex(meta),
             )
         )
     return files

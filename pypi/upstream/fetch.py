@@ -42,7 +42,10 @@ def fetch_and_store(
     path: str | None = None,
     max_size: int = 0,
 ) -> StoredFile:
-    """Fetch ``f``, verify, store at ``path`` (default: by its blake2b-256); the StoredFile."""
+    """Fetch ``f``, verify, store at ``path`` (default: by its blake2b-256); the StoredFile.
+    A file longer than upstream's declared size (when it declares one) is not read further."""
+    if f.size:
+        max_size = min(max_size, f.size) if max_size else f.size
     got = client.download(f.url, tmp_dir, max_size=max_size)
     try:
         if not _same(got.sha256, f.sha256):

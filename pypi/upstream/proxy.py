@@ -38,6 +38,7 @@ from pypi.upstream.client import (
     UpstreamError,
     UpstreamFile,
     UpstreamUnavailable,
+    valid_name,
 )
 from pypi.upstream.fetch import fetch_and_store
 from pypi.upstream.filters import Filters
@@ -48,6 +49,9 @@ BY = "proxy"
 #: upstream_pages.status of a page upstream failed to give; asked again after RETRY_AFTER seconds.
 FAILED = 599
 RETRY_AFTER = 10
+#: Names upstream does not have (or failed for) remembered at most; beyond, the oldest are
+#: forgotten (a flood of random names does not grow ``upstream_pages`` without bound).
+MAX_NEGATIVE = 10_000
 STALE_WARNING = '110 cloudpypi "Response is stale: upstream unreachable"'
 
 
@@ -98,13 +102,27 @@ class UpstreamProxy:
         #: normalized name -> when ``describe`` last asked upstream's JSON API.
         self._described: dict[str, float] = {}
         self._locks_lock = threading.Lock()
+        #: Names remembered as missing by this process since it last pruned them.
+        self._negatives = 0
 
     # -- project pages -------------------------------------------------------
     def before_project(self, name: str) -> Answer:
-        """Refresh the project from upstream if its page is older than the TTL."""
+        """Refresh the project from upstream if its page is older than the TTL. Requests of
+        this process for one name wait for the one asking upstream (not one request each)."""
         normalized = canonicalize_name(name)
-        if not self.filters.wants_project(normalized):
-            return NOTHING
+        if not valid_name(name) or not self.filters.wants_project(normalized):
+            return NOTHING  # a name that cannot exist is never asked of upstream
+        state = self._known(normalized)
+        if isinstance(state, Answer):
+            return state
+        with self._lock("page:" + normalized):
+            state = self._known(normalized)  # another request may have asked meanwhile
+            if isinstance(state, Answer):
+                return state
+            return self._refresh(name, normalized, *state)
+
+    def _known(self, normalized: str):
+        """The answer from what is known already, or (origin, page row) to ask upstream."""
         with self.db.reading() as tx:
             origin = records.origin_of(tx, normalized)
             page = tx.one(
@@ -119,9 +137,15 @@ class UpstreamProxy:
             if age < (min(self.settings.page_ttl, RETRY_AFTER) if failed else self.settings.page_ttl):
                 if failed:  # upstream failed moments ago: do not make every request wait for it
                     return (
-                        Answer(warning=STALE_WARNING, proxied=True) if proxied else self._gateway(name, None)
+                        Answer(warning=STALE_WARNING, proxied=True)
+                        if proxied
+                        else self._gateway(normalized, None)
                     )
                 return Answer(proxied=proxied)
+        return origin, page
+
+    def _refresh(self, name: str, normalized: str, origin: str | None, page) -> Answer:
+        """Ask upstream for the project's page and import it."""
         try:
             upstream = self.client.project(normalized)
         except UpstreamError as exc:
@@ -134,8 +158,11 @@ class UpstreamProxy:
             with self.db.transaction(write=True) as tx:
                 orphaned = records.remove_project(tx, normalized, by=BY) if origin == records.PROXY else []
                 self._remember(tx, normalized, 404, "")
+                self._count_negative(tx)
             self._delete(orphaned)
             return NOTHING
+        for reason in upstream.refused:
+            log.warning("proxy: %s: not taken: %s", normalized, reason)
         wanted = self.filters.files(upstream.files)
         digest = records.page_digest(wanted)
         orphaned = []
@@ -201,8 +228,31 @@ class UpstreamProxy:
                         "VALUES (?, ?, '', ?)",
                         (normalized, FAILED, now),
                     )
+                    self._count_negative(tx)
         except IntegrityError:
             pass
+
+    def _count_negative(self, tx) -> None:
+        """A name was remembered as missing: now and then, forget the oldest beyond MAX_NEGATIVE
+        and every one older than the TTL (names without a project: nothing else refers to them)."""
+        with self._locks_lock:
+            self._negatives += 1
+            if self._negatives < max(1, MAX_NEGATIVE // 4):
+                return
+            self._negatives = 0
+        negative = (
+            "status IN (404, ?) AND NOT EXISTS "
+            "(SELECT 1 FROM projects p WHERE p.normalized_name = upstream_pages.normalized_name)"
+        )
+        cutoff = tx.scalar(
+            f"SELECT fetched FROM upstream_pages WHERE {negative} ORDER BY fetched DESC LIMIT 1 OFFSET ?",
+            (FAILED, MAX_NEGATIVE),
+        )
+        expired = self.clock() - max(self.settings.page_ttl, RETRY_AFTER)
+        tx.execute(
+            f"DELETE FROM upstream_pages WHERE {negative} AND (fetched < ? OR fetched <= ?)",
+            (FAILED, expired, cutoff if cutoff is not None else -1.0),
+        )
 
     def _remember(self, tx, normalized: str, status: int, digest: str) -> None:
         now = self.clock()
@@ -296,6 +346,7 @@ class UpstreamProxy:
             sha256=row["sha256_digest"],
             blake2_256=row["blake2_256_digest"] if row["stored"] == 0 else "",
             metadata_sha256=row["metadata_sha256"] if row["upstream_metadata_url"] else None,
+            size=int(row["size"]) or None,  # upstream's declared size until pulled
         )
         stored = fetch_and_store(
             self.client,

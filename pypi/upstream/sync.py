@@ -102,6 +102,7 @@ def client_for(settings: UpstreamSettings, *, connections: int = 16) -> Upstream
         username=settings.username,
         password=settings.password,
         connections=connections,
+        file_hosts=settings.file_hosts,
     )
 
 
@@ -388,6 +389,7 @@ class Mirror:
         wanted = self.filters.files(page.files)
         missing = [f for f in wanted if f.filename not in existing]
         fetched = Fetched(found=True, serial=page.serial, wanted=wanted, missing=len(missing))
+        fetched.failures.extend(f"{normalized}: not taken: {reason}" for reason in page.refused)
         if self.dry_run:
             return fetched
         try:
