@@ -112,7 +112,9 @@ def test_headers_a_folded_one_and_100_continue(serve):
         b"X-PyPI-Last-Serial: 42\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok"
     )
     body, _url, headers = client(server)._get(server.url + "/simple/x/")
-    assert body == b"ok" and headers["x-pypi-last-serial"] == "42" and headers["x-folded"] == "a b"
+    # An obsolete folded line (RFC 9112 5.2) is read as one header, not as the body.
+    assert body == b"ok" and headers["x-pypi-last-serial"] == "42"
+    assert " ".join(headers["x-folded"].split()) == "a b"
 
 
 def test_a_connection_whose_body_was_not_read_whole_is_not_reused(serve):

@@ -445,6 +445,8 @@ class UpstreamClient:
                     sha256.update(block)
                     md5.update(block)
                     blake2.update(block)
+                if response.incomplete():  # closed before its Content-Length: not the file
+                    raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: connection closed")
         except BaseException:
             os.unlink(path)
             raise
