@@ -2,6 +2,7 @@
 
 ``settings``: typed reading of one ini section (sizes, durations, booleans,
 lists, secrets, paths). ``plugins``: the one loader for versioned entry-point
-groups. This package imports nothing of the other three, so that ``storage``
-and ``cdn`` can use it and still know nothing of each other or of ``pypi``.
+groups. ``files``: new numbered temporary files (no random names). This
+package imports nothing of the other three, so that ``storage`` and ``cdn``
+can use it and still know nothing of each other or of ``pypi``.
 """

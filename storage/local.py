@@ -7,7 +7,6 @@ import ctypes
 import datetime
 import errno
 import io
-import itertools
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO
 
+from cloudpypi_base.files import create_numbered
 from storage.base import (
     InvalidPath,
     LimitedReader,
@@ -40,8 +40,6 @@ _XATTR = "user.cloudpypi"
 _NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
 #: ... and for one value it cannot hold (too large): a side file for that object.
 _XATTR_TOO_LARGE = frozenset({errno.E2BIG, errno.ENOSPC, errno.ERANGE})
-#: Numbers the temporary files' names (``.tmp-<pid>-<n>``): no random names, no retries.
-_counter = itertools.count()
 #: Objects and folders are readable by everyone: ``public_url`` exists so that a
 #: web server (running as another user) serves them straight from the folder.
 FILE_MODE = 0o644
@@ -429,14 +427,8 @@ def _meta_bytes(content_type: str, metadata: Mapping[str, str]) -> bytes:
 
 
 def _create_temporary(folder: str) -> tuple[int, str]:
-    """A new file ``folder/.tmp-<pid>-<n>`` open for writing (0600 until its fchmod); a name
-    a killed process left is skipped."""
-    while True:
-        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{next(_counter)}")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
-        except FileExistsError:
-            continue
+    """A new file ``folder/.tmp-<pid>-<n>`` open for writing (0600 until its fchmod)."""
+    return create_numbered(folder, ".tmp-")
 
 
 def _unlink(path: str) -> None:

@@ -357,18 +357,11 @@ def _sparse_body(data: bytes, boundary: str = "b0undary") -> bytes:
     )
 
 
-@pytest.mark.parametrize("reads_back", [True, False])
-def test_the_spool_keeps_only_the_tail_for_a_sink_that_reads_back(tmp_path, reads_back):
-    """A sink that sends from the bytes written and reads them back: the spool file holds only
-    the body's last TAIL bytes (a hole before them), and reading it reads the rest back."""
-    from pypi.upload import spool
-
-    data = os.urandom(3 * spool.TAIL)
-    asked = []
+def _read_into_sink(data, tmp_path, asked, *, reads_local_copy):
+    """read_form of a body holding ``data``, streamed to a sink that reads back from ``data``
+    (each range asked is appended to ``asked``)."""
 
     class Sink:
-        reads_local_copy = not reads_back
-
         def write(self, chunk):
             pass
 
@@ -379,8 +372,9 @@ def test_the_spool_keeps_only_the_tail_for_a_sink_that_reads_back(tmp_path, read
             asked.append((start, stop))
             return data[start:stop]
 
+    Sink.reads_local_copy = reads_local_copy
     body = _sparse_body(data)
-    form = read_form(
+    return read_form(
         io.BytesIO(body).read,
         content_type="multipart/form-data; boundary=b0undary",
         content_length=len(body),
@@ -388,6 +382,18 @@ def test_the_spool_keeps_only_the_tail_for_a_sink_that_reads_back(tmp_path, read
         tmp_dir=str(tmp_path),
         open_sink=lambda fields, name, path: Sink(),
     )
+
+
+@pytest.mark.parametrize("reads_back", [True, False])
+def test_the_spool_keeps_only_the_tail_for_a_sink_that_reads_back(tmp_path, reads_back):
+    """A sink that sends from the bytes written and reads them back: the spool file holds only
+    the body's last TAIL bytes (a hole before them), and reading it reads the rest back."""
+    from pypi.upload import spool
+
+    data = os.urandom(3 * spool.TAIL)
+    asked = []
+
+    form = _read_into_sink(data, tmp_path, asked, reads_local_copy=not reads_back)
     try:
         spooled = form.file
         assert spooled.size == len(data) and spooled.sha256 == hashlib.sha256(data).hexdigest()
@@ -477,28 +483,7 @@ def test_reading_a_tail_spool_back_is_bounded(tmp_path, monkeypatch):
     data = os.urandom(3 * spool.TAIL)
     asked = []
 
-    class Sink:
-        reads_local_copy = False
-
-        def write(self, chunk):
-            pass
-
-        def abort(self):
-            pass
-
-        def read_back(self, start, stop):
-            asked.append((start, stop))
-            return data[start:stop]
-
-    body = _sparse_body(data)
-    form = read_form(
-        io.BytesIO(body).read,
-        content_type="multipart/form-data; boundary=b0undary",
-        content_length=len(body),
-        max_file_size=1 << 30,
-        tmp_dir=str(tmp_path),
-        open_sink=lambda fields, name, path: Sink(),
-    )
+    form = _read_into_sink(data, tmp_path, asked, reads_local_copy=False)
     try:
         with form.file.open() as f:
             for i in range(3):

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import http.client
 import io
-import itertools
 import json
 import os
 import re
@@ -38,6 +37,8 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
+
+from cloudpypi_base.files import create_numbered
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -667,22 +668,14 @@ def _blocks(response: Any, url: str) -> Iterator[bytes]:
         yield block
 
 
-#: Numbers the download files (no random names: ``tempfile.mkstemp``'s cost per file).
-_counter = itertools.count()
-
-
 def _mkstemp(folder: str) -> tuple[int, str]:
     """A new file ``folder/upstream-<pid>-<n>.part`` (0600) open for writing, ``folder``
     created when missing; a name a killed process left is skipped."""
-    while True:
-        path = os.path.join(folder, f"upstream-{os.getpid()}-{next(_counter)}.part")
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
-        except FileExistsError:
-            continue
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+    try:
+        return create_numbered(folder, "upstream-", ".part")
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return create_numbered(folder, "upstream-", ".part")
 
 
 def _origin(url: str) -> tuple[str, int | None]:

@@ -13,6 +13,7 @@ import signal
 
 import pytest
 
+import cloudpypi_base.files
 import storage.local
 from storage.local import LocalStorage
 
@@ -148,7 +149,7 @@ def test_move_file_from_another_disk_copies_and_removes_it(tmp_path, monkeypatch
 def test_a_temporary_name_a_killed_process_left_is_skipped(tmp_path, monkeypatch):
     """Temporaries are ``.tmp-<pid>-<n>`` (no random names); a leftover of a process that had
     the same pid is neither reused nor touched."""
-    monkeypatch.setattr(storage.local, "_counter", itertools.count())
+    monkeypatch.setattr(cloudpypi_base.files, "_counter", itertools.count())
     store = LocalStorage(root=str(tmp_path / "s"))
     folder = os.path.join(store.root, *PATH.split("/")[:-1])
     os.makedirs(folder)
