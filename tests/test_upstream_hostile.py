@@ -443,6 +443,16 @@ LAUGHS = (
 XXE = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
 
 
+def _serve_fine(tmp_path, up) -> None:
+    """Upstream lists one good project, ``fine``, with one sdist."""
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "fine", "1.0"), "rb").read()
+    up.routes["/f/fine-1.0.tar.gz"] = (200, {}, good)
+    up.routes["/simple/fine/"] = json_page("fine", [entry("fine-1.0.tar.gz", "/f/fine-1.0.tar.gz", good)])
+    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, b'<a href="fine/">fine</a>')
+
+
 def rpc_answer(value: str, prolog: str = "") -> tuple[int, dict[str, str], bytes]:
     body = f"{prolog}<methodResponse><params><param><value>{value}</value></param></params></methodResponse>"
     return 200, {"Content-Type": "text/xml"}, body.encode()
@@ -473,12 +483,7 @@ def rpc_answer(value: str, prolog: str = "") -> tuple[int, dict[str, str], bytes
 def test_mirror_survives_hostile_xmlrpc_answers(tmp_path, db_url, up, internal, answer):
     """Whatever upstream's XML-RPC answers, the mirror ends (a clean failure, or a sync from
     the simple pages), follows no name to another host and never resolves an entity."""
-    d = tmp_path / "dists"
-    d.mkdir()
-    good = open(make_sdist(str(d), "fine", "1.0"), "rb").read()
-    up.routes["/f/fine-1.0.tar.gz"] = (200, {}, good)
-    up.routes["/simple/fine/"] = json_page("fine", [entry("fine-1.0.tar.gz", "/f/fine-1.0.tar.gz", good)])
-    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, b'<a href="fine/">fine</a>')
+    _serve_fine(tmp_path, up)
     up.routes["/pypi"] = answer
     report, rows = mirror_run(tmp_path, db_url, up)
     assert internal.seen == []
@@ -489,12 +494,7 @@ def test_mirror_survives_hostile_xmlrpc_answers(tmp_path, db_url, up, internal, 
 
 def test_mirror_survives_a_hostile_changelog(tmp_path, db_url, up):
     """After a first sync, changelog_since_serial answers garbage: a clean failure or a full run."""
-    d = tmp_path / "dists"
-    d.mkdir()
-    good = open(make_sdist(str(d), "fine", "1.0"), "rb").read()
-    up.routes["/f/fine-1.0.tar.gz"] = (200, {}, good)
-    up.routes["/simple/fine/"] = json_page("fine", [entry("fine-1.0.tar.gz", "/f/fine-1.0.tar.gz", good)])
-    up.routes["/simple/"] = (200, {"Content-Type": "text/html"}, b'<a href="fine/">fine</a>')
+    _serve_fine(tmp_path, up)
     listing = "<struct><member><name>fine</name><value><int>7</int></value></member></struct>"
 
     def rpc(h):
