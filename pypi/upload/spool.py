@@ -381,12 +381,12 @@ class _PartState:
         self.tmp_path = ""
         self.size = 0
         self.digests: _Digests | None = None
-        #: Keeping only the tail (the sink reads the bytes back): the last chunks and their size.
         #: The bytes of the body not read yet (None: its length is not known).
         self.body_left = body_left
         #: Keeping only the file's tail (the sink reads the other bytes back): the file offset
         #: from which the spool holds the bytes (None: all of them, the ordinary spool).
         self.kept_from: int | None = None
+        #: Whether the tail has begun (the chunks are written from ``kept_from`` on).
         self.keeping = False
 
     def start(self, seg: multipart.MultipartSegment, file_field: str, tmp_dir: str, form: Form) -> None:
