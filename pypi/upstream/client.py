@@ -446,8 +446,6 @@ class UpstreamClient:
                     sha256.update(block)
                     md5.update(block)
                     blake2.update(block)
-                if response.incomplete():  # closed before its Content-Length: not the file
-                    raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: connection closed")
         except BaseException:
             os.unlink(path)
             raise
@@ -628,8 +626,6 @@ def _body(response: _Response, url: str, limit: int, *, decoded: bool = True) ->
         if size > limit:
             raise UpstreamError(f"{_safe(url)} is larger than {limit} bytes; not read")
         parts.append(block)
-    if response.incomplete():
-        raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: connection closed")
     return b"".join(parts)
 
 
@@ -658,12 +654,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def _blocks(response: Any, url: str) -> Iterator[bytes]:
+    """The body in blocks, to its end; UpstreamUnavailable when it stops early (a read fails,
+    or the connection closes before its Content-Length: http.client then just ends it)."""
     while True:
         try:
             block = response.read(BLOCK)
         except (TimeoutError, OSError) as exc:
             raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: {exc}") from None
         if not block:
+            if response.incomplete():
+                raise UpstreamUnavailable(f"upstream stopped sending {_safe(url)}: connection closed")
             return
         yield block
 
