@@ -114,6 +114,9 @@ class UpstreamSettings:
     latest: int = 0
     #: Skip files larger than this many bytes (0: no cap).
     max_file_size: int = 0
+    #: Read a file whose size upstream does not declare (PEP 503 HTML carries none) up to
+    #: this many bytes, then refuse it (0: no limit): a hostile upstream cannot fill the disk.
+    max_undeclared_size: int = 4 * 1024**3
     jobs: int = 4
     #: Hosts (``host`` or ``host:port``) besides upstream's own that its file links and
     #: redirects may point to; any other host is never asked (SSRF).
@@ -434,6 +437,9 @@ def _upstream(ups: Mapping[str, str], base_dir: str) -> UpstreamSettings:
         platforms=_words(ups.get("platforms")),
         latest=_int(ups.get("latest", "0"), where="[upstream] latest", low=0),
         max_file_size=parse_size(ups.get("max_file_size") or "0", where="[upstream] max_file_size"),
+        max_undeclared_size=parse_size(
+            ups.get("max_undeclared_size") or "4G", where="[upstream] max_undeclared_size"
+        ),
         jobs=_int(ups.get("jobs", "4"), where="[upstream] jobs", low=1, high=256),
         file_hosts=_file_hosts(ups.get("file_hosts")),
     )

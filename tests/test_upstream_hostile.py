@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 import pytest
 import webtest
@@ -821,3 +822,47 @@ def test_file_hosts_setting_is_checked(tmp_path):
     for bad in ("a.example/path", "a.example:port", "u:p@a.example", "a.example?x"):
         with pytest.raises(ConfigError, match=r"\[upstream\] file_hosts"):
             cfg(file_hosts=bad)
+
+
+def test_a_file_of_undeclared_size_is_read_only_to_max_undeclared_size(proxy_for, up, tmp_path, caplog):
+    """An HTML (PEP 503) upstream declares no sizes: an endless file is refused once it passes
+    ``[upstream] max_undeclared_size`` (502, nothing stored, no spool left), not streamed to disk
+    until the deadline; a file under the limit is pulled and served."""
+    d = tmp_path / "dists"
+    d.mkdir()
+    good = open(make_sdist(str(d), "nosize", "1.0"), "rb").read()
+    up.routes["/f/nosize-1.0.tar.gz"] = (200, {}, good)
+    up.routes["/f/nosize-2.0.tar.gz"] = up.endless({})
+    sha = hashlib.sha256(good).hexdigest()
+    up.routes["/simple/nosize/"] = (
+        200,
+        {"Content-Type": "text/html"},
+        (
+            f'<a href="/f/nosize-1.0.tar.gz#sha256={sha}">nosize-1.0.tar.gz</a>'
+            f'<a href="/f/nosize-2.0.tar.gz#sha256={sha}">nosize-2.0.tar.gz</a>'
+        ).encode(),
+    )
+    proxy = proxy_for(up, max_undeclared_size="256K", timeout="30")
+    links = {f["filename"]: f["url"] for f in proxy.get("/simple/nosize/", headers=JSON).json["files"]}
+    started = time.monotonic()
+    refused = proxy.get(links["nosize-2.0.tar.gz"])
+    assert refused.status_int == 502, refused.status
+    assert "larger than 262144 bytes" in caplog.text  # the operator's log says why
+    assert time.monotonic() - started < 10  # refused at the limit, not at the 30 s deadline
+    assert proxy.stored() == []
+    spool = tmp_path / "data" / "tmp"
+    assert not spool.exists() or not [p for p in spool.iterdir() if p.name.startswith("upstream-")]
+    assert proxy.get(links["nosize-1.0.tar.gz"]).body == good
+
+
+def test_max_undeclared_size_setting(tmp_path):
+    from pypi.config import ConfigError, build
+
+    def cfg(**ups):
+        return build({"upstream": ups}, base_dir=str(tmp_path)).upstream
+
+    assert cfg().max_undeclared_size == 4 * 1024**3
+    assert cfg(max_undeclared_size="0").max_undeclared_size == 0
+    assert cfg(max_undeclared_size="10M").max_undeclared_size == 10 * 1024**2
+    with pytest.raises(ConfigError, match=r"\[upstream\] max_undeclared_size"):
+        cfg(max_undeclared_size="lots")

@@ -41,11 +41,15 @@ def fetch_and_store(
     *,
     path: str | None = None,
     max_size: int = 0,
+    max_undeclared: int = 0,
 ) -> StoredFile:
     """Fetch ``f``, verify, store at ``path`` (default: by its blake2b-256); the StoredFile.
-    A file longer than upstream's declared size (when it declares one) is not read further."""
+    A file longer than upstream's declared size (when it declares one), than ``max_size``
+    or, when upstream declares no size, than ``max_undeclared`` is not read further."""
     if f.size:
         max_size = min(max_size, f.size) if max_size else f.size
+    elif max_undeclared:
+        max_size = min(max_size, max_undeclared) if max_size else max_undeclared
     got = client.download(f.url, tmp_dir, max_size=max_size)
     try:
         if not _same(got.sha256, f.sha256):

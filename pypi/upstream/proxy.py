@@ -356,6 +356,7 @@ class UpstreamProxy:
             self.tmp_dir,
             path=row["path"],
             max_size=self.settings.max_file_size,
+            max_undeclared=self.settings.max_undeclared_size,
         )
         with self.db.transaction(write=True) as tx:
             changed = int(row["size"]) != stored.size or (

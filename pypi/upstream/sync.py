@@ -405,6 +405,7 @@ class Mirror:
                             normalized,
                             self.tmp_dir,
                             max_size=self.settings.max_file_size,
+                            max_undeclared=self.settings.max_undeclared_size,
                         )
                     except HashMismatch as exc:
                         fetched.failures.append(f"hash mismatch: {exc}")
