@@ -866,3 +866,19 @@ def test_max_undeclared_size_setting(tmp_path):
     assert cfg(max_undeclared_size="10M").max_undeclared_size == 10 * 1024**2
     with pytest.raises(ConfigError, match=r"\[upstream\] max_undeclared_size"):
         cfg(max_undeclared_size="lots")
+
+
+def test_the_names_described_from_upstream_are_bounded():
+    """The proxy's memory of names it asked upstream's JSON API for: asked again only after the
+    TTL, at most ``cap`` names kept, the expired forgotten first."""
+    from pypi.upstream.proxy import note_asked
+
+    asked: dict[str, float] = {}
+    assert note_asked(asked, "a", 0.0, 10, cap=3)
+    assert not note_asked(asked, "a", 5.0, 10, cap=3)  # within the TTL
+    for i, name in enumerate("bcdefg"):
+        assert note_asked(asked, name, 6.0 + i, 10, cap=3)
+    assert list(asked) == ["e", "f", "g"]  # a flood keeps the newest three
+    assert note_asked(asked, "h", 25.0, 10, cap=3)
+    assert asked == {"h": 25.0}  # the expired are forgotten
+    assert note_asked(asked, "h", 35.0, 10, cap=3)

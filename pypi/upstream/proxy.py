@@ -52,6 +52,8 @@ RETRY_AFTER = 10
 #: Names upstream does not have (or failed for) remembered at most; beyond, the oldest are
 #: forgotten (a flood of random names does not grow ``upstream_pages`` without bound).
 MAX_NEGATIVE = 10_000
+#: Names a process remembers asking upstream's JSON API for (``describe``), at most.
+MAX_DESCRIBED = 10_000
 STALE_WARNING = '110 cloudpypi "Response is stale: upstream unreachable"'
 
 
@@ -99,7 +101,8 @@ class UpstreamProxy:
         self.clock = clock
         self.allowed = {canonicalize_name(n) for n in settings.allow_shadowing}
         self._locks: dict[str, threading.Lock] = {}
-        #: normalized name -> when ``describe`` last asked upstream's JSON API.
+        #: normalized name -> when ``describe`` last asked upstream's JSON API, oldest first;
+        #: at most MAX_DESCRIBED names, none older than ``page_ttl`` (bounded memory).
         self._described: dict[str, float] = {}
         self._locks_lock = threading.Lock()
         #: Names remembered as missing by this process since it last pruned them.
@@ -191,9 +194,8 @@ class UpstreamProxy:
             return
         now = self.clock()
         with self._locks_lock:
-            if now - self._described.get(normalized, -1e18) < self.settings.page_ttl:
+            if not note_asked(self._described, normalized, now, self.settings.page_ttl):
                 return
-            self._described[normalized] = now
         data = self.client.project_json(normalized)
         if data is None:
             return
@@ -409,3 +411,16 @@ def refuse_upload(
             "refused to prevent dependency confusion. An operator can allow it with "
             "[upstream] allow_shadowing.",
         )
+
+
+def note_asked(asked: dict[str, float], name: str, now: float, ttl: float, cap: int = MAX_DESCRIBED) -> bool:
+    """Whether ``name`` may be asked of upstream again (not asked within ``ttl``); if so it is
+    noted as asked ``now``. ``asked`` is kept oldest first, with at most ``cap`` names and none
+    older than ``ttl``: a flood of names does not grow it without bound."""
+    if now - asked.get(name, -1e18) < ttl:
+        return False
+    asked.pop(name, None)
+    asked[name] = now
+    while asked and (len(asked) > cap or now - next(iter(asked.values())) >= ttl):
+        del asked[next(iter(asked))]
+    return True
