@@ -123,19 +123,21 @@ def _stream(svc: Services, request: Request, path: str, *, public: bool = True) 
         except storage.StorageUnavailable:
             return error(503, "Storage unavailable, try again shortly")
         served = None
+    # The body first, then its length: webob's app_iter setter drops a Content-Length set
+    # before it, and the file went out chunked (no length for the client to check or show).
     if served is None:
-        response.content_length = info.size
         wrapper = request.environ.get("wsgi.file_wrapper")
         if wrapper is not None and hasattr(f, "fileno"):
             response.app_iter = wrapper(f, BLOCK)
         else:
             response.app_iter = _Chunks(f)
+        response.content_length = info.size
         return response
     first, end = served
     response.status = 206
     response.content_range = (first, end, info.size)
-    response.content_length = end - first
     response.app_iter = _Chunks(f)
+    response.content_length = end - first
     return response
 
 

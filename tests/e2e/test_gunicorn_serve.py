@@ -345,3 +345,30 @@ def test_a_bad_request_read_by_the_event_loop_gets_the_servers_private_error(ind
     head = response.split(b"\r\n\r\n", 1)[0]
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), response[:300]
     assert header(head, "Cache-Control") == "private, no-store"
+
+
+def test_a_file_download_and_a_range_carry_their_content_length_not_chunks(index, tmp_path):
+    """A stored file goes out with its Content-Length (a client checks it, shows progress,
+    and a mirror refuses a download cut short of it), never as chunks; a range too."""
+    import http.client
+    import json
+
+    _, server = index
+    _upload(server, tmp_path, "lengthy", "1.0")
+    data = open(make_wheel(str(tmp_path), "lengthy", "1.0"), "rb").read()
+    host, port = server.url[7:].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/simple/lengthy/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        url = json.loads(conn.getresponse().read())["files"][0]["url"]
+        conn.request("GET", url)
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and body == data
+        assert r.headers["Transfer-Encoding"] is None and int(r.headers["Content-Length"]) == len(data)
+        conn.request("GET", url, headers={"Range": "bytes=10-19"})
+        r = conn.getresponse()
+        assert r.status == 206 and r.read() == data[10:20]
+        assert r.headers["Transfer-Encoding"] is None and r.headers["Content-Length"] == "10"
+    finally:
+        conn.close()
