@@ -59,10 +59,11 @@ class App:
 
     @property
     def answers_inline(self) -> bool:
-        """Whether a server may ask for cheap answers from its event loop (pypi.inline): with
-        SQLite, whose reads are local and take microseconds. On PostgreSQL every request waits
-        for round trips to the database, which threads overlap and an event loop would not."""
-        return self.services.config.server.inline_answers and self.services.db.dialect == "sqlite"
+        """Whether a server may ask for cheap answers from its event loop (pypi.inline): with a
+        database on this host (SQLite, PostgreSQL over loopback or a Unix socket), whose reads
+        take tens of microseconds. To a PostgreSQL across a network every request waits for a
+        network round trip, which threads overlap and an event loop would not."""
+        return self.services.config.server.inline_answers and self.services.db.local
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         # Before anything reads the request: forwarding headers only from trusted proxies.

@@ -50,8 +50,9 @@ class ServerSettings:
     #: Proxies (addresses or CIDR networks) whose X-Forwarded-* headers are believed; none by
     #: default (pypi.proxies).
     trusted_proxies: tuple[str, ...] = ()
-    #: Each worker's main thread answers kept-alive /simple/ requests from pages already
-    #: rendered for the current serial (pypi.inline; SQLite only); false: every request on a thread.
+    #: Each worker's main thread answers kept-alive /simple/ and JSON API requests from pages
+    #: already rendered for the current serial (pypi.inline; with a database on this host:
+    #: SQLite, PostgreSQL over loopback or a Unix socket); false: every request on a thread.
     inline_answers: bool = True
 
 

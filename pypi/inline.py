@@ -1,8 +1,9 @@
 """Answering a request in the server's event loop, without a thread: what the application promises.
 
 The server's worker (pypi.server.worker) may call the application from its
-event loop for a GET or HEAD of ``/simple/...`` that arrived whole on a
-kept-alive connection, with ``environ[ENVIRON_KEY]`` set. The application then
+event loop for a GET or HEAD of ``/simple/...`` or ``/pypi/...`` (the JSON API)
+that arrived whole on a kept-alive connection, with ``environ[ENVIRON_KEY]`` set,
+when the database is on the same host (``Database.local``). The application then
 answers only if the answer is cheap and cannot block: a page already rendered
 for the serial it has just read (the database is still asked for the serial on
 every request, so an upload is visible at once, in every process). Anything

@@ -3,6 +3,8 @@ socket pair standing in for a client connection."""
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -201,7 +203,7 @@ def test_the_head_is_looked_at_without_being_taken(pair):
 
 def test_the_loop_sends_only_what_the_socket_takes_and_leaves_the_rest(pair):
     """A client that does not read cannot hold the loop: what the socket does not take at
-    once is handed back (to a thread, which waits for the client)."""
+    once is handed back (the loop sends it when the socket is writable again)."""
     server, client = pair
     server.setblocking(False)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -213,6 +215,98 @@ def test_the_loop_sends_only_what_the_socket_takes_and_leaves_the_rest(pair):
     while len(received) < sent:
         received += client.recv(1 << 20)
     assert received == b"".join(page)[:sent]
+
+
+class _LoopConn:
+    """gthread's TConn as the loop uses it (hashable, as TConn is)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.timeouts = 0
+        self.closed = False
+
+    def set_timeout(self) -> None:
+        self.timeouts += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _loop(server: socket.socket) -> SimpleNamespace:
+    """A worker's event loop around one kept-alive connection on ``server``."""
+    worker = SimpleNamespace(alive=True, nr_conns=1, keepalived_conns=[], _writing={}, submitted=[])
+    worker.poller = selectors.DefaultSelector()
+    for name in ("_release", "_close", "_write_from_loop", "_on_writable", "_hand_over_stalled"):
+        setattr(worker, name, getattr(Worker, name).__get__(worker))
+    worker.on_client_socket_readable = lambda conn, client: None
+    worker._submit = lambda conn, fn, *args: worker.submitted.append((fn, args))
+    worker._send_rest = Worker._send_rest.__get__(worker)
+    conn = _LoopConn(server)
+    worker.keepalived_conns.append(conn)
+    worker.conn = conn
+    return worker
+
+
+def _answer_from_loop(server: socket.socket, page: list[bytes]) -> SimpleNamespace:
+    server.setblocking(False)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    worker = _loop(server)
+    rest = inline_io.send_now(server, page)
+    assert rest  # the socket took only part of it
+    worker._write_from_loop(worker.conn, rest)
+    assert worker.conn not in worker.keepalived_conns
+    return worker
+
+
+def _read(client: socket.socket, size: int, worker=None) -> bytes:
+    received = b""
+    client.settimeout(5)
+    while len(received) < size:
+        if worker is not None:
+            for key, _ in worker.poller.select(0):
+                key.data(key.fileobj)
+        with contextlib.suppress(TimeoutError):
+            received += client.recv(1 << 16)
+    return received
+
+
+def test_the_loop_sends_the_rest_of_a_large_answer_as_the_client_reads_it(pair):
+    server, client = pair
+    page = [b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 3_000_000, b"tail"]
+    worker = _answer_from_loop(server, page)
+    assert _read(client, sum(map(len, page)), worker) == b"".join(page)
+    assert not worker._writing and not worker.submitted  # no thread was needed
+    # Then it waits for the connection's next request, as a kept-alive one.
+    assert worker.poller.get_key(server).events == selectors.EVENT_READ
+    assert worker.keepalived_conns == [worker.conn] and worker.conn.timeouts == 1
+
+
+def test_a_client_that_reads_nothing_has_a_thread_send_the_rest(pair, monkeypatch):
+    from pypi.server import worker as worker_mod
+
+    server, client = pair
+    page = [b"HTTP/1.1 200 OK\r\n\r\n", b"y" * 3_000_000]
+    monkeypatch.setattr(worker_mod, "LOOP_WRITE_STALL", 0.0)
+    worker = _answer_from_loop(server, page)
+    worker._hand_over_stalled()
+    assert not worker._writing and len(worker.submitted) == 1
+    with pytest.raises(KeyError):
+        worker.poller.get_key(server)  # the loop lets go of it
+    fn, args = worker.submitted[0]
+    sent = sum(map(len, page)) - sum(len(c) for c in args[1])
+    with ThreadPoolExecutor(1) as pool:
+        keepalive = pool.submit(fn, *args)
+        assert _read(client, sum(map(len, page))) == b"".join(page)
+        assert keepalive.result(5) is True and sent > 0
+
+
+def test_a_stopping_worker_closes_the_connection_once_the_answer_is_whole(pair):
+    server, client = pair
+    page = [b"HTTP/1.1 200 OK\r\n\r\n", b"z" * 2_000_000]
+    worker = _answer_from_loop(server, page)
+    worker.alive = False
+    assert _read(client, sum(map(len, page)), worker) == b"".join(page)
+    assert worker.conn.closed and worker.nr_conns == 0 and not worker.keepalived_conns
 
 
 def test_a_small_page_goes_out_at_once(pair):

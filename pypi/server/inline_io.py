@@ -2,7 +2,7 @@
 and a socket stand-in that holds a response until the loop sends what the socket takes.
 
 A request qualifies when its whole head is in the socket's buffer already, it is a
-GET or HEAD under ``/simple/`` with nothing after the head (no body, no second
+GET or HEAD under ``/simple/`` or ``/pypi/`` (the JSON API) with nothing after the head (no body, no second
 request pipelined behind it) and no header that makes the server do more than
 answer (``Expect``, ``Upgrade``, a body's ``Content-Length``/``Transfer-Encoding``).
 Reading it then cannot block, and gunicorn's parser reads it as it would on a thread.
@@ -16,7 +16,9 @@ from typing import Any
 
 #: The largest request head answered in the loop (gunicorn's parser reads 8 KiB at a time).
 HEAD_MAX = 8192
-_METHODS = (b"GET /simple/", b"HEAD /simple/")
+#: The paths whose pages the application may answer inline (pypi.inline.capable views).
+PREFIXES = ("/simple/", "/pypi/")
+_METHODS = tuple(f"{method} {prefix}".encode() for method in ("GET", "HEAD") for prefix in PREFIXES)
 _REFUSED = (b"\ncontent-length:", b"\ntransfer-encoding:", b"\nexpect:", b"\nupgrade:")
 
 
@@ -32,6 +34,12 @@ def qualifies(data: bytes) -> bool:
         return False
     head = data.lower()
     return not any(name in head for name in _REFUSED)
+
+
+def answerable(method: str, path: str) -> bool:
+    """Whether a request with this method and path is of a kind the loop may answer (its
+    connection's next one likely is too)."""
+    return method in ("GET", "HEAD") and path.startswith(PREFIXES)
 
 
 def waiting_head(sock: socket.socket) -> bytes | None:

@@ -15,12 +15,14 @@
 - The head of a response goes out in the same write as its first body bytes
   (pypi.server.response).
 - With an application that offers it (``answers_inline``, pypi.inline), a
-  kept-alive connection's next request for a page under ``/simple/`` is answered
-  by the main thread itself when it becomes readable, if the page is already
-  rendered for the current serial: no thread hand-off, no GIL hand-off, requests
-  answered in the order they arrived. Everything else (a page to render, an
-  upload, a download, a slow client's partial head, the rest of a response the
-  socket did not take at once) goes to a thread as before (pypi.server.inline_io).
+  kept-alive connection's next request for a page under ``/simple/`` or the JSON
+  API is answered by the main thread itself when it becomes readable, if the page
+  is already rendered for the current serial: no thread hand-off, no GIL hand-off,
+  requests answered in the order they arrived. What the socket does not take at
+  once of such an answer (a large page) the loop sends as the client reads it, as
+  nginx does; a client that reads none of it for LOOP_WRITE_STALL seconds has a
+  thread send the rest. Everything else (a page to render, an upload, a download,
+  a slow client's partial head) goes to a thread as before (pypi.server.inline_io).
 
 (``X-Forwarded-*`` and ``Forwarded`` from a peer that is not one of
 ``[server] trusted_proxies`` are removed by the application itself,
@@ -35,7 +37,9 @@ once it is loaded (pypi.server.memory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
+import selectors
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -53,6 +57,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Seconds a request may wait for the client's next bytes (waitress's channel_timeout was 120 s):
 #: a client that stops sending mid-upload frees its thread instead of holding it for ever.
 READ_TIMEOUT = 120.0
+#: Seconds the event loop waits for a client to read more of an answer it is sending before
+#: a thread takes the rest over (and waits for that client up to READ_TIMEOUT).
+LOOP_WRITE_STALL = 1.0
 #: Seconds a thread waits for the next request on the connection it just answered before
 #: handing the connection back to the worker's poller (see Worker._next_request_arrives).
 KEEP_LINGER = 0.05
@@ -159,6 +166,8 @@ class Worker(ThreadWorker):
         self._request = threading.local()
         self.inline = False
         self._accept_after: float | None = None
+        #: Connections whose answer the loop is sending: conn -> (stall deadline, the rest).
+        self._writing: dict[Any, tuple[float, list]] = {}
 
     def init_process(self) -> None:
         tune_malloc()  # before any of this worker's threads exist
@@ -201,8 +210,8 @@ class Worker(ThreadWorker):
 
     def _loop_answers_next(self, conn: Any) -> bool:
         """Whether the connection's next request is likely one the event loop answers (its
-        last one was a page under /simple/): then the thread hands it back at once."""
-        return self.inline and getattr(conn, "last_simple", False)
+        last one was a page under /simple/ or the JSON API): then the thread hands it back at once."""
+        return self.inline and getattr(conn, "last_inline", False)
 
     # -- new connections spread over the workers -----------------------------------------
     def accept(self, listener: Any) -> None:
@@ -228,10 +237,15 @@ class Worker(ThreadWorker):
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        now = time.monotonic()
         after = self._accept_after
-        if after is not None and after > time.monotonic():  # wake up to listen again
-            timeout = min(timeout, after - time.monotonic())
+        if after is not None and after > now:  # wake up to listen again
+            timeout = min(timeout, after - now)
+        if self._writing:  # wake up to hand a stalled answer to a thread
+            timeout = min(timeout, min(deadline for deadline, _ in self._writing.values()) - now)
         super().wait_for_and_dispatch_events(max(0.0, timeout))
+        if self._writing:
+            self._hand_over_stalled()
 
     # -- answers from the event loop (pypi.inline) ----------------------------------------
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
@@ -296,11 +310,14 @@ class Worker(ThreadWorker):
         finally:
             conn.sock = sock
             self._request.inline = False
-        conn.last_simple = True
+        conn.last_inline = True
         try:
             rest = inline_io.send_now(sock, collected.chunks)
         except OSError:
             rest, keepalive = [], False
+        if rest and keepalive:  # the loop sends the rest as the client reads it
+            self._write_from_loop(conn, rest)
+            return
         if rest or not keepalive:
             # The socket took only part of it (a client slow to read), or the connection
             # ends: a thread sends the rest, then gthread closes or keeps the connection.
@@ -310,6 +327,42 @@ class Worker(ThreadWorker):
         self.keepalived_conns.remove(conn)  # answered: its keep-alive time starts again
         conn.set_timeout()
         self.keepalived_conns.append(conn)
+
+    def _write_from_loop(self, conn: Any, rest: list) -> None:
+        """Send ``rest`` of the answer from the loop each time the client has read some of it."""
+        self._release(conn)
+        self._writing[conn] = (time.monotonic() + LOOP_WRITE_STALL, rest)
+        self.poller.register(conn.sock, selectors.EVENT_WRITE, functools.partial(self._on_writable, conn))
+
+    def _on_writable(self, conn: Any, _sock: Any) -> None:
+        """The client read some of the answer the loop is sending: send what the socket takes."""
+        _, rest = self._writing.pop(conn)
+        try:
+            rest = inline_io.send_now(conn.sock, rest)
+        except OSError:
+            self._close(conn)
+            return
+        if rest:
+            self._writing[conn] = (time.monotonic() + LOOP_WRITE_STALL, rest)
+            return
+        if not self.alive:  # stopping: the answer is whole, the connection ends
+            self._close(conn)
+            return
+        self.poller.modify(
+            conn.sock, selectors.EVENT_READ, functools.partial(self.on_client_socket_readable, conn)
+        )
+        conn.set_timeout()
+        self.keepalived_conns.append(conn)
+
+    def _hand_over_stalled(self) -> None:
+        """Give a thread each answer whose client read nothing of it for LOOP_WRITE_STALL seconds."""
+        now = time.monotonic()
+        for conn, (deadline, rest) in list(self._writing.items()):
+            if deadline <= now:
+                del self._writing[conn]
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self.poller.unregister(conn.sock)
+                self._submit(conn, self._send_rest, conn, rest, True)
 
     def _send_rest(self, conn: Any, rest: list[bytes], keepalive: bool) -> bool:
         conn.sock.setblocking(True)
@@ -365,7 +418,7 @@ class Worker(ThreadWorker):
         if expect is not None:
             req._expected_100_continue = False
         self._request.expect = expect
-        conn.last_simple = req.method in ("GET", "HEAD") and req.path.startswith("/simple/")
+        conn.last_inline = inline_io.answerable(req.method, req.path)
         conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout
         try:
             keepalive = super().handle_request(req, conn)

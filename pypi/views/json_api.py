@@ -9,6 +9,7 @@ from webob import Request, Response
 
 from cdn import policy
 from cdn.urls import URLBuilder
+from pypi import inline
 from pypi.index import cache_keys, packages
 from pypi.index.packages import latest_release
 from pypi.services import Services
@@ -103,8 +104,11 @@ def _render(svc: Services, tx, project, version: str | None, urls: URLBuilder) -
     return json.dumps(body).encode()
 
 
+@inline.capable
 @viewer.reads
 def project_json(svc: Services, request: Request, name: str, version: str | None = None) -> Response:
+    if svc.upstream is not None:  # the upstream may be asked: not in an event loop
+        inline.require_thread(request.environ)
     normalized = canonicalize_name(name)
     key = cache_keys.project_key(normalized)
     upstream = viewer.upstream_answer(svc, normalized)
@@ -128,6 +132,7 @@ def project_json(svc: Services, request: Request, name: str, version: str | None
             serial,
             lambda: _render(svc, tx, project, version, urls),
             base=urls.base,
+            cached_only=inline.active(request.environ),
         )
     if page is None:
         return error(404, "Not Found", kind=policy.MISSING, keys=[key])
