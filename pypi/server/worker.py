@@ -364,6 +364,7 @@ class Worker(ThreadWorker):
         expect = _Expect(conn.sock) if getattr(req, "_expected_100_continue", False) else None
         if expect is not None:
             req._expected_100_continue = False
+        setattr(req, response.PENDING_CONTINUE, expect)  # an answer before it says Connection: close
         self._request.expect = expect
         conn.last_simple = req.method in ("GET", "HEAD") and req.path.startswith("/simple/")
         conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout

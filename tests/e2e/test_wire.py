@@ -419,3 +419,38 @@ def test_a_connection_the_client_ends_says_close_and_is_closed(index, request_li
         assert wire.closed_by_server()
     finally:
         wire.close()
+
+
+#: (headers, body sent, expected status): uploads refused before their body was read, with
+#: more of it left than the server drains before reusing a connection (64 KiB), or a body
+#: the client waits to be asked for (Expect: 100-continue) and never is.
+UNREAD_BODIES = [
+    pytest.param([FORM], b"x" * 300_000, 401, id="401-body-sent"),
+    pytest.param([FORM, ("Authorization", BAD_AUTH)], b"x" * 3_000_000, 403, id="403-body-sent"),
+    pytest.param(
+        [FORM, ("Authorization", AUTH), ("Content-Length", "500000000")], b"x" * 1000, 413, id="413-declared"
+    ),
+    pytest.param([FORM, ("Content-Length", "9000"), ("Expect", "100-continue")], b"", 401, id="401-expect"),
+    pytest.param(
+        [("Content-Type", "text/xml"), ("Content-Length", "5000000")], b"<x>", 413, id="xmlrpc-413-declared"
+    ),
+]
+
+
+@pytest.mark.parametrize("headers, body, status", UNREAD_BODIES)
+def test_a_body_left_unread_ends_the_connection_and_the_answer_says_so(index, headers, body, status):
+    """The server will not read megabytes to discard them: it closes the connection, and the
+    answer's head must say ``Connection: close`` (a client that reuses a connection announced
+    kept alive gets a reset instead of its next answer)."""
+    path = "/RPC2" if ("Content-Type", "text/xml") in headers else "/legacy/"
+    wire = index.connect()
+    try:
+        wire.send("POST", path, headers, body)
+        answer = wire.read("POST")
+        assert answer.status == status, answer
+        assert answer.get("Cache-Control") == PRIVATE
+        check_error(answer)
+        assert answer.get("Connection") == "close", answer.headers
+        assert wire.closed_by_server(wait=8)
+    finally:
+        wire.close()
