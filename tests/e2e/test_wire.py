@@ -65,7 +65,7 @@ class Wire:
     @staticmethod
     def request(method: str, path: str, headers=(), body: bytes = b"", version: str = "HTTP/1.1") -> bytes:
         lines = [f"{method} {path} {version}", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers)]
-        if body and not any(k.lower() == "content-length" for k, _ in headers):
+        if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
             lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -121,8 +121,11 @@ class Index:
         return Wire(self.port)
 
 
-def _upload(port: int, path: str, name: str, version: str) -> None:
-    content_type, body = multipart_upload(path, name, version)
+def _upload(port: int, path: str, name: str, version: str, description: str = "") -> None:
+    content_type, body = multipart_upload(path, name, version, boundary="wire")
+    if description:
+        part = f'--wire\r\nContent-Disposition: form-data; name="description"\r\n\r\n{description}\r\n'
+        body = part.encode() + body
     wire = Wire(port)
     try:
         answer = wire.ask("POST", "/legacy/", [("Content-Type", content_type), ("Authorization", AUTH)], body)
@@ -149,6 +152,10 @@ def index(tmp_path_factory) -> Index:
         # 600 KB: larger than what response.py joins to the head, and than one socket buffer.
         wheel = make_wheel(str(folder), "wired", "1.0", extra_bytes=600_000)
         _upload(port, wheel, "wired", "1.0")
+        # Pages of 600-800 KB (its description): more than one write of the socket takes.
+        words = ("alpha", "beta", "<b>gamma</b>", "delta &amp;")
+        text = " ".join(f"{words[i % 4]}{i}" for i in range(60_000))
+        _upload(port, make_wheel(str(folder), "bulky", "1.0"), "bulky", "1.0", description=text)
         wire = Wire(port)
         listing = json.loads(wire.ask("GET", "/simple/wired/", [("Accept", JSON)]).body)
         wire.close()
@@ -454,3 +461,23 @@ def test_a_body_left_unread_ends_the_connection_and_the_answer_says_so(index, he
         assert wire.closed_by_server(wait=8)
     finally:
         wire.close()
+
+
+@pytest.mark.parametrize("path", ["/pypi/bulky/json", "/pypi/bulky/1.0/json", "/project/bulky/"])
+def test_large_pages_pipelined_to_a_slow_reader_are_whole(index, path):
+    """Pages larger than response.py joins to the head and than the socket takes at once,
+    asked twice in one write (identity, then gzip) by a client that reads slowly."""
+    wire = index.connect()
+    try:
+        wire.sock.sendall(Wire.request("GET", path) + Wire.request("GET", path, [GZIP]))
+        time.sleep(0.3)  # the server's writes fill the socket before the client reads
+        plain, packed = wire.read("GET"), wire.read("GET")
+        after = wire.ask("HEAD", path)
+    finally:
+        wire.close()
+    assert plain.status == packed.status == 200 and len(plain.body) > 500_000
+    if packed.get("Content-Encoding") == "gzip":
+        assert gzip.decompress(packed.body) == plain.body
+    else:
+        assert packed.body == plain.body
+    assert after.get("Content-Length") == str(len(plain.body))
