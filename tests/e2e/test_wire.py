@@ -481,3 +481,41 @@ def test_large_pages_pipelined_to_a_slow_reader_are_whole(index, path):
     else:
         assert packed.body == plain.body
     assert after.get("Content-Length") == str(len(plain.body))
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["plain", "expect-100"])
+def test_an_upload_and_its_refusal_keep_the_connection_in_step(index, tmp_path, expect):
+    """An upload read whole (accepted, or refused after its body: the file exists) leaves the
+    connection usable, with ``Expect: 100-continue`` too; the next read sees the upload."""
+    version = "2.0" if expect else "3.0"
+    bodies = []
+    for extra in (0, 100):  # the second: another file under the same name, refused
+        (tmp_path / str(extra)).mkdir()
+        wheel = make_wheel(str(tmp_path / str(extra)), "wired", version, extra_bytes=extra)
+        bodies.append(multipart_upload(wheel, "wired", version, boundary="wire"))
+    wire = index.connect()
+    try:
+        answers = []
+        for content_type, body in bodies:
+            headers = [
+                ("Content-Type", content_type),
+                ("Authorization", AUTH),
+                ("Content-Length", str(len(body))),
+            ]
+            if expect:
+                headers.append(("Expect", "100-continue"))
+            wire.send("POST", "/legacy/", headers)
+            if expect:
+                assert (
+                    wire.file.readline() == b"HTTP/1.1 100 Continue\r\n" and wire.file.readline() == b"\r\n"
+                )
+            wire.sock.sendall(body)
+            answers.append(wire.read("POST"))
+        page = wire.ask("GET", "/simple/wired/")
+    finally:
+        wire.close()
+    assert [a.status for a in answers] == [200, 400], answers
+    for answer in answers:
+        assert answer.get("Connection") == "keep-alive" and answer.get("Cache-Control") == PRIVATE
+    check_error(answers[1])
+    assert f"wired-{version}-py3-none-any.whl".encode() in page.body
