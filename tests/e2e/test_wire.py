@@ -311,6 +311,17 @@ def test_ranges_agree_with_their_content_range_and_length(index, ranges, status,
 
 
 XMLRPC_LIST = b"<?xml version='1.0'?><methodCall><methodName>list_packages</methodName></methodCall>"
+CHUNKED = ("Transfer-Encoding", "chunked")
+
+
+def chunked(data: bytes, size: int = 1000) -> bytes:
+    """``data`` as a chunked request body."""
+    parts = [
+        b"%x\r\n%s\r\n" % (len(data[i : i + size]), data[i : i + size]) for i in range(0, len(data), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
 XMLRPC_NOPE = b"<?xml version='1.0'?><methodCall><methodName>nope</methodName></methodCall>"
 FORM = ("Content-Type", "multipart/form-data; boundary=x")
 #: (method, path, headers, body, status, Cache-Control, text in the body).
@@ -324,6 +335,15 @@ POSTS = [
         XMLRPC_LIST,
         200,
         PRIVATE,
+        b"wired",
+    ),
+    (
+        "POST",
+        "/RPC2",
+        [("Content-Type", "text/xml"), CHUNKED],
+        chunked(XMLRPC_LIST, 20),
+        200,
+        PUBLIC_INDEX,
         b"wired",
     ),
     ("POST", "/RPC2", [("Content-Type", "text/xml")], XMLRPC_NOPE, 200, PUBLIC_INDEX, b"faultCode"),
@@ -438,6 +458,7 @@ UNREAD_BODIES = [
         [FORM, ("Authorization", AUTH), ("Content-Length", "500000000")], b"x" * 1000, 413, id="413-declared"
     ),
     pytest.param([FORM, ("Content-Length", "9000"), ("Expect", "100-continue")], b"", 401, id="401-expect"),
+    pytest.param([FORM, CHUNKED], chunked(b"x" * 5000), 401, id="401-chunked"),
     pytest.param(
         [("Content-Type", "text/xml"), ("Content-Length", "5000000")], b"<x>", 413, id="xmlrpc-413-declared"
     ),
