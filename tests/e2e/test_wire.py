@@ -88,6 +88,8 @@ class Wire:
             name, _, value = raw.decode("latin-1").partition(":")
             headers.append((name.strip(), value.strip()))
         answer = Answer(int(status), reason, headers, b"")
+        names = [name.lower() for name, _ in headers]
+        assert len(set(names)) == len(names), f"a header sent twice: {headers}"
         assert answer.get("Transfer-Encoding") is None, f"{method}: chunked, no length: {headers}"
         length = answer.get("Content-Length")
         if answer.status in (204, 304) or answer.status < 200:
