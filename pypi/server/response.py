@@ -77,15 +77,19 @@ class _HeadFirst:
 def body_left_unread(req: Any) -> bool:
     """Whether ``req``'s body is (or may be) still on the connection, more than gunicorn drains
     before it reads the next request: the connection cannot carry another one."""
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    if isinstance(reader, LengthReader):
+        left = reader.length
+    elif isinstance(reader, ChunkedReader):
+        left = None if reader.parser is not None else 0  # not read to its last chunk: unknown
+    else:
+        return False
+    if left == 0:
+        return False
     expect = getattr(req, PENDING_CONTINUE, None)
     if expect is not None and not expect.sent:
         return True  # the client holds the body back until asked, and never will be
-    reader = getattr(getattr(req, "body", None), "reader", None)
-    if isinstance(reader, LengthReader):
-        return reader.length > DRAIN_MAX
-    if isinstance(reader, ChunkedReader):
-        return reader.parser is not None  # not read to its last chunk: how much is left is unknown
-    return False
+    return left is None or left > DRAIN_MAX
 
 
 class Response(wsgi.Response):

@@ -369,11 +369,9 @@ class Worker(ThreadWorker):
         conn.last_simple = req.method in ("GET", "HEAD") and req.path.startswith("/simple/")
         conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout
         try:
-            keepalive = super().handle_request(req, conn)
+            # A client still waiting to send the body it was never asked for: the answer
+            # says Connection: close, and the connection closes rather than wait for (and
+            # read) a body to discard (pypi.server.response.body_left_unread).
+            return super().handle_request(req, conn)
         finally:
             self._request.expect = None
-        if expect is not None and not expect.sent:
-            # The client is still waiting to send the body it was never asked
-            # for: close rather than wait for (and read) a body to discard.
-            return False
-        return keepalive

@@ -542,3 +542,17 @@ def test_an_upload_and_its_refusal_keep_the_connection_in_step(index, tmp_path, 
         assert answer.get("Connection") == "keep-alive" and answer.get("Cache-Control") == PRIVATE
     check_error(answers[1])
     assert f"wired-{version}-py3-none-any.whl".encode() in page.body
+
+
+@pytest.mark.parametrize("path", ["/simple/", "/pypi/wired/json"])
+def test_expect_100_continue_without_a_body_keeps_the_connection(index, path):
+    """A request with ``Expect: 100-continue`` and no body (nothing held back) is answered
+    and its connection kept."""
+    wire = index.connect()
+    try:
+        first = wire.ask("GET", path, [("Expect", "100-continue")])
+        second = wire.ask("GET", path)
+    finally:
+        wire.close()
+    assert first.status == second.status == 200
+    assert first.get("Connection") == "keep-alive" and first.body == second.body
