@@ -3,7 +3,8 @@
 - ``Expect: 100-continue`` is answered when the application first reads the
   body, not before it runs (gunicorn answers at once): an upload without valid
   credentials gets its 401/403 before the client sends a byte of the body, and
-  the connection is then closed instead of drained.
+  the connection is then closed instead of drained, its answer saying
+  ``Connection: close`` (pypi.server.response).
 - Errors gunicorn writes itself (400 on a bad request line, 414, 431, 500, ...)
   are plain text marked ``Cache-Control: private, no-store``, like every error
   the application makes, so no shared cache keeps them.
