@@ -8,7 +8,14 @@ a small chunk, and beside a large one in one ``sendmsg`` (no copy of the body;
 a 700 KB JSON page leaves in one system call and the client reads head and body
 in one wake-up). A file sent with ``sendfile``, or a response with no body,
 sends the head alone, first. The ``Date`` header is formatted once a
-second, not once a response. Everything else is gunicorn's.
+second, not once a response.
+
+A request whose body the application left unread, more of it than gunicorn
+drains before it reuses a connection (or a body the client holds back for a
+``100 Continue`` it was never sent), ends its connection after the answer:
+the head then says ``Connection: close``, not ``keep-alive`` (a client that
+believed it would send its next request into a closed connection). Everything
+else is gunicorn's.
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ import time
 from typing import Any
 
 from gunicorn import util
-from gunicorn.http import wsgi
+from gunicorn.http import parser, wsgi
+from gunicorn.http.body import ChunkedReader, LengthReader
+
+#: The most of an unread body gunicorn reads and discards to reuse the connection (more: it closes).
+DRAIN_MAX = getattr(parser, "_DRAIN_MAX_BYTES", 64 * 1024)
+#: The attribute of gunicorn's request naming its pending ``100 Continue`` (pypi.server.worker):
+#: an object whose ``sent`` tells whether the client was asked for the body.
+PENDING_CONTINUE = "cloudpypi_continue"
 
 #: Body chunks up to this size are joined to the head (larger ones go beside it, in one sendmsg).
 COALESCE_MAX = 256 * 1024
@@ -60,12 +74,33 @@ class _HeadFirst:
         return getattr(self._sock, name)
 
 
+def body_left_unread(req: Any) -> bool:
+    """Whether ``req``'s body is (or may be) still on the connection, more than gunicorn drains
+    before it reads the next request: the connection cannot carry another one."""
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    if isinstance(reader, LengthReader):
+        left = reader.length
+    elif isinstance(reader, ChunkedReader):
+        left = None if reader.parser is not None else 0  # not read to its last chunk: unknown
+    else:
+        return False
+    if left == 0:
+        return False
+    expect = getattr(req, PENDING_CONTINUE, None)
+    if expect is not None and not expect.sent:
+        return True  # the client holds the body back until asked, and never will be
+    return left is None or left > DRAIN_MAX
+
+
 class Response(wsgi.Response):
-    """gunicorn's ``Response`` with the head sent together with the first body bytes."""
+    """gunicorn's ``Response`` with the head sent together with the first body bytes, and
+    ``Connection: close`` when the request's body was left unread."""
 
     def send_headers(self) -> None:
         if self.headers_sent:
             return
+        if body_left_unread(self.req):
+            self.force_close()  # before the head is made: it says close, and gthread then closes
         if not isinstance(self.sock, _HeadFirst):
             self.sock = _HeadFirst(self.sock)
         super().send_headers()

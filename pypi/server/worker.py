@@ -3,7 +3,8 @@
 - ``Expect: 100-continue`` is answered when the application first reads the
   body, not before it runs (gunicorn answers at once): an upload without valid
   credentials gets its 401/403 before the client sends a byte of the body, and
-  the connection is then closed instead of drained.
+  the connection is then closed instead of drained, its answer saying
+  ``Connection: close`` (pypi.server.response).
 - Errors gunicorn writes itself (400 on a bad request line, 414, 431, 500, ...)
   are plain text marked ``Cache-Control: private, no-store``, like every error
   the application makes, so no shared cache keeps them.
@@ -417,15 +418,14 @@ class Worker(ThreadWorker):
         expect = _Expect(conn.sock) if getattr(req, "_expected_100_continue", False) else None
         if expect is not None:
             req._expected_100_continue = False
+        setattr(req, response.PENDING_CONTINUE, expect)  # an answer before it says Connection: close
         self._request.expect = expect
         conn.last_inline = inline_io.answerable(req.method, req.path)
         conn.sock.settimeout(READ_TIMEOUT)  # gthread leaves the socket blocking without a timeout
         try:
-            keepalive = super().handle_request(req, conn)
+            # A client still waiting to send the body it was never asked for: the answer
+            # says Connection: close, and the connection closes rather than wait for (and
+            # read) a body to discard (pypi.server.response.body_left_unread).
+            return super().handle_request(req, conn)
         finally:
             self._request.expect = None
-        if expect is not None and not expect.sent:
-            # The client is still waiting to send the body it was never asked
-            # for: close rather than wait for (and read) a body to discard.
-            return False
-        return keepalive
