@@ -27,6 +27,7 @@ PAGES = {
     "large_json_api": (f"/pypi/{LARGE_PROJECT}/json", GZ),
     "large_project_html_identity": (f"/simple/{LARGE_PROJECT}/", HTML),
     "large_project_json": (f"/simple/{LARGE_PROJECT}/", {**JSON_SIMPLE, **GZ}),
+    "simple_index_identity": ("/simple/", HTML),
 }
 
 
