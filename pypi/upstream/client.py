@@ -31,8 +31,6 @@ from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
@@ -687,16 +685,28 @@ def _origin(url: str) -> tuple[str, int | None]:
     return (parts.hostname or "", port)
 
 
-def _project_of(filename: str) -> str | None:
-    """The normalized project name a wheel's or sdist's file name carries, or None."""
+@functools.lru_cache(maxsize=1 << 16)
+def name_and_version(filename: str) -> tuple[str, str] | None:
+    """The normalized project name and the version a wheel's or sdist's file name carries,
+    or None when it is neither. Cached (bounded): a sync asks it several times per file
+    (checks, filters, fetch, rows, yanks) and packaging's parse costs more than the rest of
+    the per-file bookkeeping."""
     try:
         if filename.endswith(".whl"):
-            return canonicalize_name(parse_wheel_filename(filename)[0])
-        if filename.endswith((".tar.gz", ".zip")):
-            return canonicalize_name(parse_sdist_filename(filename)[0])
-    except (InvalidWheelFilename, InvalidSdistFilename, ValueError):
+            name, version = parse_wheel_filename(filename)[:2]
+        elif filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+        else:
+            return None
+    except ValueError:  # InvalidWheelFilename, InvalidSdistFilename, InvalidVersion
         return None
-    return None
+    return canonicalize_name(name), str(version)
+
+
+def _project_of(filename: str) -> str | None:
+    """The normalized project name a wheel's or sdist's file name carries, or None."""
+    parsed = name_and_version(filename)
+    return parsed[0] if parsed else None
 
 
 def _hex(value: Any) -> str:

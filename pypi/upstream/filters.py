@@ -7,20 +7,16 @@ Files: prereleases, wheel platform tags (globs), the newest N releases, a size c
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
-    parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from pypi.upstream.client import UpstreamFile
+from pypi.upstream.client import UpstreamFile, name_and_version
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -31,20 +27,10 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def version_of(filename: str) -> str | None:
-    """The version a distribution's file name carries, or None when it cannot be parsed.
-
-    Cached (bounded): a sync asks it several times per file (filters, fetch, rows, yanks)
-    and packaging's parse costs more than the rest of the per-file bookkeeping."""
-    try:
-        if filename.endswith(".whl"):
-            return str(parse_wheel_filename(filename)[1])
-        if filename.endswith((".tar.gz", ".zip")):
-            return str(parse_sdist_filename(filename)[1])
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return None
-    return None
+    """The version a distribution's file name carries, or None when it cannot be parsed."""
+    parsed = name_and_version(filename)
+    return parsed[1] if parsed else None
 
 
 @dataclass(frozen=True)
