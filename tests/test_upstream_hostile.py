@@ -5,6 +5,7 @@ fails cleanly; no answer is a 500, a hang or unbounded memory."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -14,6 +15,7 @@ import pytest
 import webtest
 
 from pypi.app import make_app
+from pypi.config import ConfigError
 from pypi.index.db import Database
 from pypi.upstream.sync import Mirror
 from tests.conftest import make_config
@@ -810,12 +812,15 @@ def test_a_trickling_file_is_given_up_on_in_time(proxy_for, up):
     assert proxy.stored() == []
 
 
+def upstream_settings(tmp_path, **ups: str):
+    """The [upstream] settings that config.ini's section ``ups`` gives."""
+    from pypi.config import build
+
+    return build({"upstream": ups}, base_dir=str(tmp_path)).upstream
+
+
 def test_file_hosts_setting_is_checked(tmp_path):
-    from pypi.config import ConfigError, build
-
-    def cfg(**ups):
-        return build({"upstream": ups}, base_dir=str(tmp_path)).upstream
-
+    cfg = functools.partial(upstream_settings, tmp_path)
     assert cfg().file_hosts == ("files.pythonhosted.org",)
     assert cfg(file_hosts="a.example b.example:8443").file_hosts == ("a.example", "b.example:8443")
     assert cfg(file_hosts="").file_hosts == ()
@@ -856,11 +861,7 @@ def test_a_file_of_undeclared_size_is_read_only_to_max_undeclared_size(proxy_for
 
 
 def test_max_undeclared_size_setting(tmp_path):
-    from pypi.config import ConfigError, build
-
-    def cfg(**ups):
-        return build({"upstream": ups}, base_dir=str(tmp_path)).upstream
-
+    cfg = functools.partial(upstream_settings, tmp_path)
     assert cfg().max_undeclared_size == 4 * 1024**3
     assert cfg(max_undeclared_size="0").max_undeclared_size == 0
     assert cfg(max_undeclared_size="10M").max_undeclared_size == 10 * 1024**2
