@@ -59,12 +59,14 @@ def test_the_dummy_hash_is_made_once_on_first_use():
 
 
 def test_version_of_is_cached_and_still_right():
+    from pypi.upstream.client import name_and_version
     from pypi.upstream.filters import version_of
 
-    version_of.cache_clear()
+    name_and_version.cache_clear()  # the one cached parse version_of reads
     assert version_of("demo_pkg-1.2-py3-none-any.whl") == "1.2"
     assert version_of("demo_pkg-1.2-py3-none-any.whl") == "1.2"
-    assert version_of.cache_info().hits == 1
+    assert name_and_version.cache_info().hits == 1
+    assert name_and_version("demo_pkg-1.2-py3-none-any.whl") == ("demo-pkg", "1.2")
     assert version_of("demo-pkg-2.0rc1.tar.gz") == "2.0rc1"
     assert version_of("not a dist.txt") is None
     assert version_of("bad-name-x-y.whl") is None
